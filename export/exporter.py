@@ -1,0 +1,182 @@
+"""Export a trained model to a bundle folder: write each format, then verify it against the quantised reference.
+
+The bundle is built in a temporary folder beside the output and moved into place only when every parity check
+passes. A bundle that fails its checks is kept at OUT.rejected/ (with its manifest saying why) and
+ExportError is raised: nothing is lost and nothing broken is installed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnedge.runtime import load as load_runtime
+from rnnedge.runtime.bundle import io_spec, write_manifest
+from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
+from rnnedge.train.model import ModelConfig, RecurrentModel
+
+from . import quantize
+from .reference import fold_normalization, reference_model, run_reference
+from .verify import check_parity
+
+FORMATS = {"native": "rnnedge.export.native", "onnx": "rnnedge.export.onnx", "tflite": "rnnedge.export.tflite"}
+
+
+class ExportError(RnnEdgeError):
+    pass
+
+
+@dataclass
+class ExportJob:
+    """Everything an exporter needs. Sequences are raw (un-normalised) (T, I) float32 arrays."""
+
+    cfg: ModelConfig
+    model: RecurrentModel  # the trained float model (normalisation inside)
+    scheme: str
+    task: dict  # {"kind": classify|regress|forecast, "labels": [...] or None, "readout": last|every_step}
+    eval_seqs: list[np.ndarray]  # held-out sequences for parity and accuracy
+    eval_targets: list | None = None  # class indices (classify) for accuracy
+    calib_seqs: list[np.ndarray] = field(default_factory=list)  # training sequences for static calibration
+    options: dict = field(default_factory=dict)  # format options, e.g. {"tflite_target": "litert"}
+    source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
+
+    def __post_init__(self):
+        quantize.check_scheme(self.scheme)
+        self.folded = fold_normalization(self.model)
+
+
+def format_module(fmt: str):
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return importlib.import_module(FORMATS[fmt])
+
+
+def export(job: ExportJob, formats: list[str], out: str | os.PathLike, force: bool = False, log=print) -> Path:
+    """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
+    out = Path(out)
+    mods = {fmt: format_module(fmt) for fmt in dict.fromkeys(["native", *formats])}
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        manifest = base_manifest(job)
+        for fmt, mod in mods.items():
+            log(f"  writing {fmt} ({job.scheme})")
+            manifest["artifacts"][fmt] = mod.write(job, tmp)
+        write_manifest(tmp, manifest)
+        manifest["evaluation"] = evaluate_reference(job)
+        failed = []
+        for fmt, mod in mods.items():
+            ref = mod.reference(job) or default_reference(job)
+            for backend in mod.backends(job):
+                res = verify_backend(tmp, backend, ref, job)
+                manifest["parity"][backend] = res
+                log(f"  parity {backend:15s} {summarize(res)}")
+                if not res["ok"]:
+                    failed.append(backend)
+        write_manifest(tmp, manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if failed:
+        rejected = out.parent / f"{out.name}.rejected"
+        shutil.rmtree(rejected, ignore_errors=True)
+        os.replace(tmp, rejected)
+        raise ExportError(
+            f"parity check failed on {', '.join(failed)}: "
+            + "; ".join(f"{b}: {summarize(manifest['parity'][b])}" for b in failed)
+            + f". Nothing installed at {out}; the rejected bundle is at {rejected}"
+        )
+    install(tmp, out)
+    return out
+
+
+def install(tmp: Path, out: Path) -> None:
+    """Move a finished bundle into place; an existing one (--force) is replaced only after that succeeds."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_backend(folder: Path, backend: str, reference, job: ExportJob) -> dict:
+    try:
+        model = load_runtime(folder, backend=backend)
+    except MissingDependency as e:
+        raise ExportError(f"cannot verify the export on {backend}: {e}") from e
+    exact = job.scheme in quantize.WEIGHT_ONLY or backend == "native"
+    return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets)
+
+
+def default_reference(job: ExportJob):
+    ref = reference_model(job.cfg, job.folded, job.scheme)
+    return lambda seq: run_reference(ref, seq)
+
+
+def evaluate_reference(job: ExportJob) -> dict:
+    """Accuracy (classify) or error of the float model and of the scheme's reference on the held-out data."""
+    float_model = job.model.eval()
+    ref = reference_model(job.cfg, job.folded, job.scheme)
+    res = {"sequences": len(job.eval_seqs)}
+    if job.task["kind"] == "classify" and job.eval_targets is not None:
+        for key, m in (("float_accuracy", float_model), ("reference_accuracy", ref)):
+            hits = [int(np.argmax(run_reference(m, s)[-1])) == int(t) for s, t in zip(job.eval_seqs, job.eval_targets)]
+            res[key] = float(np.mean(hits))
+    else:
+        diffs = [np.abs(run_reference(ref, s) - run_reference(float_model, s)).max() for s in job.eval_seqs]
+        res["reference_vs_float_max_abs"] = float(max(diffs)) if diffs else 0.0
+    return res
+
+
+def summarize(res: dict) -> str:
+    parts = ["ok" if res["ok"] else "FAILED", f"max|err|={res['max_abs_error']:.2e}"]
+    if "agreement" in res:
+        parts.append(f"agree={res['agreement']:.1%}")
+    if "accuracy" in res:
+        parts.append(f"acc={res['accuracy']:.1%}")
+    if not res.get("stream_equals_run", True):
+        parts.append("stream != run")
+    return " ".join(parts)
+
+
+def base_manifest(job: ExportJob) -> dict:
+    cfg, m = job.cfg, job.model
+    from rnnedge import __version__
+
+    return {
+        "model": {
+            "cell": cfg.cell,
+            "input_size": cfg.input_size,
+            "hidden_size": cfg.hidden_size,
+            "num_layers": cfg.num_layers,
+            "output_size": cfg.output_size,
+            "head": "linear",
+        },
+        "task": job.task,
+        "normalization": {
+            "folded_into_weights": True,
+            "input_mean": m.in_mean.tolist(),
+            "input_std": m.in_std.tolist(),
+            "output_mean": m.out_mean.tolist(),
+            "output_std": m.out_std.tolist(),
+        },
+        "quant": {"scheme": job.scheme},
+        "io": io_spec(cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size),
+        "artifacts": {},
+        "parity": {},
+        "source": job.source,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rnnedge_version": __version__,
+    }

@@ -1,0 +1,77 @@
+"""Parity: stream held-out sequences through a backend and compare with the quantised reference.
+
+Recorded in the manifest under parity[<backend>]. Tolerances (from the numerics contract):
+    weight-only schemes (fp32, fp16, int8): |y - ref| <= ATOL + RTOL * |ref| at every step
+    activation-quantised schemes (int8-dynamic, int8-static): classification decisions agree on >= 99 %
+    of sequences (max abs error reported); regression: error within 5 % of the output range
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+ATOL, RTOL = 1e-4, 1e-5
+MIN_AGREEMENT = 0.99
+MAX_REL_ERROR = 0.05  # activation-quantised regression: max abs error / output range
+
+
+def check_parity(
+    model,  # rnnedge.runtime.Model
+    reference: Callable[[np.ndarray], np.ndarray],  # (T, I) -> (T, O)
+    sequences: Sequence[np.ndarray],  # held-out raw sequences, each (T_i, I)
+    task: str,
+    exact: bool,
+    targets: Sequence | None = None,  # class indices for classify (accuracy); optional
+    stream_checks: int = 2,
+) -> dict:
+    """Returns {'ok', 'max_abs_error', 'agreement', 'accuracy', ...}; never raises on a mismatch."""
+    stream = model.stream()
+    max_err = max_excess = 0.0
+    ref_lo, ref_hi = np.inf, -np.inf
+    agree = correct = 0
+    stream_equal = True
+    for i, seq in enumerate(sequences):
+        ref = reference(seq)
+        out = stream.run(seq)  # resets first
+        if i < stream_checks:  # step-by-step must equal run() bit for bit
+            stream.reset()
+            stepped = np.stack([stream.step(x) for x in seq])
+            stream_equal &= bool(np.array_equal(stepped, out))
+        err = np.abs(out - ref)
+        max_err = max(max_err, float(err.max()))
+        max_excess = max(max_excess, float((err - (ATOL + RTOL * np.abs(ref))).max()))
+        ref_lo, ref_hi = min(ref_lo, float(ref.min())), max(ref_hi, float(ref.max()))
+        if task == "classify":
+            d = int(np.argmax(out[-1]))
+            agree += d == int(np.argmax(ref[-1]))
+            if targets is not None:
+                correct += d == int(targets[i])
+    n = len(sequences)
+    res = {
+        "sequences": n,
+        "steps": int(sum(len(s) for s in sequences)),
+        "max_abs_error": max_err,
+        "stream_equals_run": stream_equal,
+    }
+    if task == "classify":
+        res["agreement"] = agree / n
+        if targets is not None:
+            res["accuracy"] = correct / n
+    if exact:
+        res["tolerance"] = f"|y-ref| <= {ATOL:g} + {RTOL:g}*|ref|"
+        res["ok"] = bool(max_excess <= 0.0 and stream_equal)
+    elif task == "classify":
+        res["tolerance"] = f"decision agreement >= {MIN_AGREEMENT:.0%}"
+        res["ok"] = bool(res["agreement"] >= MIN_AGREEMENT and stream_equal)
+    else:
+        span = max(ref_hi - ref_lo, 1e-6)
+        res["relative_error"] = max_err / span
+        res["tolerance"] = f"max |y-ref| <= {MAX_REL_ERROR:.0%} of the output range"
+        res["ok"] = bool(max_err / span <= MAX_REL_ERROR and stream_equal)
+    return res
+
+
+def accuracy(outputs_last: Sequence[np.ndarray], targets: Sequence) -> float:
+    return float(np.mean([int(np.argmax(y)) == int(t) for y, t in zip(outputs_last, targets)]))

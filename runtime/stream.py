@@ -1,0 +1,172 @@
+"""Model and Stream: the one streaming API over every backend.
+
+    model = rnnedge.runtime.load("bundle/")          # backend="native" | "onnxruntime" | "litert" | ...
+    s = model.stream()                               # independent state; many streams share one model
+    y = s.step(x)                                    # x (I,) raw sample -> y (O,)
+    snap = s.state; s.restore(snap); s.reset()
+    ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
+    ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .backends import open_backend
+from .bundle import Bundle, load_bundle
+from .errors import InputError
+
+
+def load(path: str | os.PathLike, backend: str = "native", threads: int | None = 1, verify: bool = True) -> Model:
+    """Open a bundle folder on a backend. threads: intra-op threads for ORT/TFLite (native: numpy's own)."""
+    bundle = load_bundle(path, verify=verify)
+    return Model(bundle, open_backend(backend, bundle, threads), backend)
+
+
+class Model:
+    def __init__(self, bundle: Bundle, backend, backend_name: str):
+        self.bundle = bundle
+        self.backend = backend
+        self.backend_name = backend_name
+        self.input_size = bundle.input_size
+        self.output_size = bundle.output_size
+        task = bundle.manifest.get("task", {})
+        self.task = task.get("kind", "regress")
+        self.labels = task.get("labels")
+
+    def stream(self) -> Stream:
+        return Stream(self)
+
+    def decide(self, y: np.ndarray):
+        """Classification: the label (or index) of the largest logit. Other tasks: y itself."""
+        if self.task != "classify":
+            return y
+        k = int(np.argmax(y))
+        return self.labels[k] if self.labels else k
+
+    def __repr__(self):
+        m = self.bundle.model
+        return (
+            f"<rnnedge Model {m['cell']} {m['num_layers']}x{m['hidden_size']} in={self.input_size} "
+            f"out={self.output_size} quant={self.bundle.quant} backend={self.backend_name}>"
+        )
+
+
+class Stream:
+    def __init__(self, model: Model):
+        self.model = model
+        self._runner = model.backend.runner()
+        self._I = model.input_size
+        self._shape = (model.input_size,)
+        self.steps = 0  # samples since the last reset
+
+    # -- stepping ---------------------------------------------------------------
+
+    def step(self, x) -> np.ndarray:
+        """Advance the state by one raw sample x (I,) and return the output y (O,) (a new array)."""
+        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._shape):
+            x = self._coerce(x, (self._I,), "sample")
+        if not math.isfinite(float(x.dot(x))):  # NaN/Inf anywhere (or |x| > 1e19) makes this non-finite
+            _raise_not_finite(x, "sample")
+        self.steps += 1
+        return self._runner.step(x).copy()
+
+    def run(self, seq, reset: bool = True) -> np.ndarray:
+        """Stream a whole sequence (T, I) -> (T, O). reset=False continues from the current state."""
+        seq = self._coerce(seq, (None, self._I), "sequence")
+        if not np.isfinite(seq).all():
+            _raise_not_finite(seq, "sequence")
+        if reset:
+            self.reset()
+        out = np.empty((len(seq), self.model.output_size), np.float32)
+        step = self._runner.step
+        for t in range(len(seq)):
+            out[t] = step(seq[t])
+        self.steps += len(seq)
+        return out
+
+    def generate(self, seed, steps: int) -> np.ndarray:
+        """One-to-many: stream `seed` (T0, I), then feed each output back as the next input for `steps` steps.
+
+        Returns the generated outputs (steps, O). Needs output_size == input_size.
+        """
+        if self.model.output_size != self._I:
+            raise InputError(
+                f"generate needs a model whose output is its next input: output size "
+                f"{self.model.output_size} != input size {self._I}"
+            )
+        seed = np.asarray(seed, dtype=np.float32)
+        if seed.ndim == 1:
+            seed = seed[None, :]
+        if len(seed) == 0:
+            raise InputError("generate needs a seed of at least one sample")
+        y = self.run(seed)[-1]
+        out = np.empty((steps, self._I), np.float32)
+        step = self._runner.step
+        for t in range(steps):
+            out[t] = y
+            y = step(y).copy()
+        self.steps += steps
+        return out
+
+    # -- state ------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Zero every state tensor (start of a new sequence)."""
+        self._runner.reset()
+        self.steps = 0
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A snapshot (copies) of the state, keyed by the export's state input names: h_in_0, c_in_0, ..."""
+        return self._runner.get_state()
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Set the state from a snapshot taken with .state (of any stream of the same model)."""
+        specs = self.model.bundle.states
+        want = {s.input for s in specs}
+        if not isinstance(state, dict) or set(state) != want:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise InputError(f"state must be a dict with keys {sorted(want)}, got {got}")
+        clean = {}
+        for s in specs:
+            v = self._coerce(state[s.input], (s.size,), f"state {s.input}")
+            if not np.isfinite(v).all():
+                _raise_not_finite(v, f"state {s.input}")
+            clean[s.input] = v[None, :]
+        self._runner.set_state(clean)
+
+    # -- input checking -----------------------------------------------------------
+
+    @staticmethod
+    def _coerce(x, shape: tuple, what: str) -> np.ndarray:
+        """Any real array-like of `shape` (None = any length; a leading batch of 1 is accepted) -> float32."""
+        try:
+            a = np.asarray(x)
+        except Exception as e:
+            raise InputError(f"{what} must be a numeric array of shape {_fmt(shape)}: {e}") from e
+        if a.dtype.kind not in "fiu":
+            raise InputError(
+                f"{what} must be real numbers (float or int) of shape {_fmt(shape)}, got dtype {a.dtype}"
+            )
+        if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
+            raise InputError(f"{what} must have shape {_fmt(shape)}, got {a.shape}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join("T" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _raise_not_finite(a: np.ndarray, what: str):
+    a = np.asarray(a, np.float64)
+    bad = np.argwhere(~np.isfinite(a))
+    if len(bad) == 0:
+        raise InputError(f"{what} has values too large to process (max |x| = {np.abs(a).max():.3g})")
+    where = tuple(int(i) for i in bad[0])
+    raise InputError(f"{what} has {len(bad)} non-finite value(s) (first {a[where]} at index {where}); state unchanged")
