@@ -25,7 +25,7 @@ from . import quantize
 from .reference import fold_normalization, reference_model, run_reference
 from .verify import check_parity
 
-FORMATS = {"native": "rnnedge.export.native", "onnx": "rnnedge.export.onnx", "tflite": "rnnedge.export.tflite"}
+FORMATS = {"native": "rnnedge.export.native", "onnx": "rnnedge.export.onnx_export", "tflite": "rnnedge.export.tflite_export"}
 
 
 class ExportError(RnnEdgeError):

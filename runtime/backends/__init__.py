@@ -22,11 +22,11 @@ def open_backend(name: str, bundle: Bundle, threads: int | None = 1):
 
         return NativeBackend(bundle, threads)
     if name == "onnxruntime":
-        from .onnxruntime import OrtBackend
+        from .ort import OrtBackend
 
         return OrtBackend(bundle, threads)
     if name in ("litert", "tflite-runtime"):
-        from .tflite import TfliteBackend
+        from .litert import TfliteBackend
 
         return TfliteBackend(bundle, threads, interpreter=name)
     raise RnnEdgeError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
