@@ -51,6 +51,32 @@ class ExportJob:
         self.folded = fold_normalization(self.model)
 
 
+def job_from_run(run_dir, scheme: str, data: str | None = None, options: dict | None = None,
+                 max_eval: int | None = None) -> ExportJob:
+    """Build an ExportJob from a training run folder: its best checkpoint, its dataset's test split for parity
+    and accuracy, its training split for calibration. `data` overrides the dataset (e.g. a moved .npz file)."""
+    from rnnedge.train.checkpoint import load_checkpoint
+    from rnnedge.train.data import load_dataset
+
+    model, meta = load_checkpoint(run_dir)
+    spec = data or meta["data"]["spec"]
+    ds = load_dataset(spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0))
+    if ds.input_size != model.cfg.input_size:
+        raise ExportError(f"{spec} has {ds.input_size} input channels but the model takes {model.cfg.input_size}")
+    test = ds.test.subset(slice(0, max_eval)) if max_eval else ds.test
+    return ExportJob(
+        cfg=model.cfg,
+        model=model,
+        scheme=scheme,
+        task=meta["task"],
+        eval_seqs=test.sequences(),
+        eval_targets=list(test.y) if ds.task == "classify" else None,
+        calib_seqs=ds.train.sequences(),
+        options=options or {},
+        source={"run": str(Path(run_dir).resolve()), "data": spec, "dataset": meta["data"].get("description", "")},
+    )
+
+
 def format_module(fmt: str):
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")

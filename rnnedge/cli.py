@@ -1,0 +1,296 @@
+"""The `rnnedge` command: train -> export -> run / info / bench, and the end-to-end demo.
+
+User mistakes exit non-zero with a one-line `rnnedge: error: ...` (a traceback only with --debug).
+Heavy imports (torch, onnx, ...) happen inside the subcommand that needs them, so `rnnedge run` and
+`rnnedge info` work with the runtime's dependencies alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rnnedge.runtime.errors import RnnEdgeError
+
+SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
+BACKENDS = ("native", "onnxruntime", "litert", "tflite-runtime")
+
+
+def csv_list(choices):
+    def parse(s: str) -> list[str]:
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{s!r}: choose from {', '.join(choices)} (comma-separated)")
+        return items
+
+    return parse
+
+
+# ----------------------------------------------------------------------------
+# train
+
+
+def add_train(sub):
+    p = sub.add_parser("train", help="train a recurrent model on a bundled dataset or your .npz file",
+                       description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
+                       "model.safetensors (best checkpoint), metrics.json, curves.png.")
+    p.add_argument("--data", default="basic_motions",
+                   help="basic_motions | japanese_vowels | airline | sine | path/to/file.npz (default: %(default)s)")
+    p.add_argument("--task", choices=("classify", "regress", "forecast"),
+                   help="override the task inferred from the data (forecast = next-step, enables generate)")
+    p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"))
+    p.add_argument("--hidden", type=int, default=32, help="hidden size (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=1, choices=(1, 2, 3), help="stacked layers (default: 1)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout between stacked layers")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--tbptt", type=int, default=0, metavar="K",
+                   help="truncated BPTT: backpropagate K steps, carry the state on (default 0 = full BPTT)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping, 0 = off (default: 1.0)")
+    p.add_argument("--patience", type=int, default=25, help="early stopping patience in epochs")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(a) -> int:
+    from rnnedge.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(data=a.data, task=a.task, cell=a.cell, hidden_size=a.hidden, num_layers=a.layers,
+                      dropout=a.dropout, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, tbptt=a.tbptt,
+                      clip=a.clip, patience=a.patience, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads)
+    out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
+    train(cfg, out, force=a.force, progress=not a.no_progress)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# export
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="quantise a trained run and export a verified bundle",
+                       description="Quantise and export a run folder to a bundle (manifest.json + weights + "
+                       "optional model.onnx / model.tflite). Every export streams the test split through each "
+                       "target backend and the quantised reference; it fails (exit 1, nothing installed) if "
+                       "parity is outside tolerance.")
+    p.add_argument("run", type=Path, help="training run folder (from `rnnedge train`)")
+    p.add_argument("--quant", "-q", type=csv_list(SCHEMES), default=["fp32"],
+                   help=f"scheme(s), comma-separated: {', '.join(SCHEMES)} (default: fp32)")
+    p.add_argument("--format", "-f", type=csv_list(("native", "onnx", "tflite")), default=["native"],
+                   help="native (always written), onnx, tflite; comma-separated (default: native)")
+    p.add_argument("--target", choices=("litert", "tflite-runtime", "both"), default="both",
+                   help="TFLite interpreter(s) the file must be correct on (default: both)")
+    p.add_argument("--out", "-o", type=Path,
+                   help="bundle folder; with several --quant schemes, a folder holding one bundle per scheme "
+                   "(default: RUN/bundle-<scheme>)")
+    p.add_argument("--data", help="dataset for parity/calibration if the run's data file moved")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(a) -> int:
+    from rnnedge.export.exporter import export, job_from_run
+
+    for scheme in a.quant:
+        if a.out is None:
+            out = a.run / f"bundle-{scheme}"
+        else:
+            out = a.out / scheme if len(a.quant) > 1 else a.out
+        print(f"exporting {a.run} as {scheme} -> {out}")
+        job = job_from_run(a.run, scheme, data=a.data, options={"tflite_target": a.target})
+        export(job, a.format, out, force=a.force)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# run: stream samples from a file or stdin
+
+
+def add_run(sub):
+    p = sub.add_parser("run", help="stream samples through a bundle, one output line per input sample",
+                       description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
+                       "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
+                       "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
+                       "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
+    p.add_argument("--backend", "-b", default="native", choices=BACKENDS)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--decision", action="store_true",
+                   help="print the predicted label (classification) instead of the output values")
+    p.add_argument("--generate", type=int, metavar="N",
+                   help="one-to-many: after the input (the seed), feed outputs back for N more steps")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(a) -> int:
+    import numpy as np
+
+    from rnnedge.runtime import InputError, load
+
+    model = load(a.bundle, backend=a.backend, threads=a.threads)
+    stream = model.stream()
+    out = sys.stdout
+
+    def emit(y):
+        if a.decision and model.task == "classify":
+            out.write(f"{model.decide(y)}\n")
+        else:
+            out.write(",".join(f"{v:.6g}" for v in y) + "\n")
+        out.flush()
+
+    if a.generate is not None:
+        seed = read_all(a.input, model.input_size)
+        for y in stream.generate(seed, a.generate):
+            emit(y)
+        return 0
+    if a.input != "-" and a.input.endswith(".npy"):
+        arr = load_npy(a.input)
+        for seq in arr if arr.ndim == 3 else [arr]:
+            for y in stream.run(seq):
+                emit(y)
+        return 0
+    src = sys.stdin if a.input == "-" else open_text(a.input)
+    for lineno, line in enumerate(src, 1):
+        fields = line.replace(",", " ").split()
+        if not fields:
+            stream.reset()
+            continue
+        try:
+            x = np.array([float(f) for f in fields], np.float32)
+        except ValueError:
+            if lineno == 1:
+                continue  # a header
+            raise InputError(f"{a.input}:{lineno}: not a row of numbers: {line.strip()[:60]!r}") from None
+        try:
+            y = stream.step(x)
+        except InputError as e:
+            raise InputError(f"{a.input}:{lineno}: {e}") from None
+        emit(y)
+    return 0
+
+
+def open_text(path: str):
+    p = Path(path)
+    if not p.is_file():
+        raise RnnEdgeError(f"no input file at {p}")
+    return p.open()
+
+
+def load_npy(path: str):
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise RnnEdgeError(f"cannot read {path} as .npy: {e}") from e
+    if arr.ndim not in (2, 3):
+        raise RnnEdgeError(f"{path}: expected (T, I) or (N, T, I), got shape {arr.shape}")
+    return arr
+
+
+def read_all(path: str, width: int):
+    import numpy as np
+
+    if path.endswith(".npy"):
+        return load_npy(path)
+    src = sys.stdin if path == "-" else open_text(path)
+    rows = []
+    for line in src:
+        fields = line.replace(",", " ").split()
+        try:
+            rows.append([float(f) for f in fields])
+        except ValueError:
+            continue
+    return np.array([r for r in rows if r], np.float32).reshape(-1, width)
+
+
+# ----------------------------------------------------------------------------
+# info
+
+
+def add_info(sub):
+    p = sub.add_parser("info", help="show what is in a bundle", description="Show a bundle's model, task, "
+                       "quantisation, files, state names and the parity results recorded at export.")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(a) -> int:
+    from rnnedge.runtime import load_bundle
+
+    b = load_bundle(a.bundle)
+    m = b.manifest
+    if a.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    md, task = m["model"], m.get("task", {})
+    print(f"bundle     {b.path}  (format v{m['format_version']}, rnnedge {m.get('rnnedge_version', '?')})")
+    print(f"model      {md['cell']}  {md['num_layers']} layer(s) x {md['hidden_size']}  "
+          f"input {md['input_size']} -> output {md['output_size']}  head {md.get('head', 'linear')}")
+    labels = task.get("labels")
+    print(f"task       {task.get('kind')}" + (f"  labels {', '.join(labels)}" if labels else ""))
+    print(f"quant      {m['quant']['scheme']}")
+    print("state      " + ", ".join(f"{s['input']}->{s['output']} {s['shape']}" for s in m["io"]["state"]))
+    print("files      " + ", ".join(f"{n} ({i['bytes'] / 1024:.1f} KiB)" for n, i in m["files"].items()))
+    for name, ev in m.get("evaluation", {}).items():
+        print(f"eval       {name}: {ev:.4g}" if isinstance(ev, float) else f"eval       {name}: {ev}")
+    for backend, r in m.get("parity", {}).items():
+        extra = "".join(f"  {k} {r[k]:.1%}" for k in ("agreement", "accuracy") if k in r)
+        print(f"parity     {backend:15s} {'ok' if r['ok'] else 'FAILED'}  max|err| {r['max_abs_error']:.2e}{extra}")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rnnedge import __version__
+
+    p = argparse.ArgumentParser(
+        prog="rnnedge",
+        description="Train recurrent models, quantise and export them, and stream them one sample at a time "
+        "on edge CPUs. Pipeline: train -> export -> run/bench. Start with `rnnedge demo`.",
+    )
+    p.add_argument("--version", action="version", version=f"rnnedge {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    add_train(sub)
+    add_export(sub)
+    add_run(sub)
+    add_info(sub)
+    from rnnedge.demo import add_demo
+
+    add_demo(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.func(a)
+    except KeyboardInterrupt:
+        print("rnnedge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (RnnEdgeError, ValueError, OSError) as e:
+        if a.debug:
+            raise
+        print(f"rnnedge: error: {e}", file=sys.stderr)
+        return 1

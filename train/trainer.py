@@ -1,0 +1,272 @@
+"""Training: Adam, full or truncated BPTT with carried state, gradient-norm clipping, early stopping.
+
+A run folder holds: config.json + model.safetensors (best checkpoint, written atomically whenever validation
+improves), metrics.json (per-epoch history and the final test score), curves.png (loss, metric, gradient norm).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnedge.runtime.bundle import atomic_write_text
+from rnnedge.runtime.errors import RnnEdgeError
+
+from .checkpoint import CONFIG, save_checkpoint
+from .data import Dataset, Split, load_dataset
+from .model import ModelConfig, RecurrentModel
+
+
+@dataclass
+class TrainConfig:
+    data: str = "basic_motions"  # built-in name or path to a .npz file
+    task: str | None = None  # classify | regress | forecast (default: from the data)
+    cell: str = "lstm"
+    hidden_size: int = 32
+    num_layers: int = 1
+    dropout: float = 0.0
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 5e-3
+    tbptt: int = 0  # truncated BPTT window in steps (0 = full BPTT)
+    clip: float = 1.0  # max gradient norm (0 = no clipping)
+    patience: int = 25  # epochs without validation improvement before stopping
+    val_fraction: float = 0.2
+    seed: int = 0
+    threads: int = 2
+
+
+class TrainError(RnnEdgeError):
+    pass
+
+
+# ----------------------------------------------------------------------------
+# data preparation
+
+
+def split_validation(train: Split, task: str, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Seeded split of the training data; stratified by class for classification."""
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(train.y == c) for c in np.unique(train.y)] if task == "classify" else [np.arange(len(train))]
+    val = []
+    for g in groups:
+        g = rng.permutation(g)
+        val.extend(g[: max(1, int(round(len(g) * fraction)))] if fraction > 0 else [])
+    val = np.sort(np.array(val, np.int64))
+    fit = np.setdiff1d(np.arange(len(train)), val)
+    if len(fit) == 0:
+        raise TrainError("not enough training sequences to hold out a validation split; lower --val-fraction")
+    return train.subset(fit), train.subset(val)
+
+
+def valid_steps(X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(N, T, C) padded -> (sum lengths, C): only the real samples."""
+    return np.concatenate([x[:n] for x, n in zip(X, lengths)])
+
+
+def normalization(fit: Split, task: str) -> tuple:
+    """Per-channel mean/std of the training split's real steps (inputs, and regression targets)."""
+    xs = valid_steps(fit.X, fit.lengths)
+    in_mean, in_std = xs.mean(0), np.maximum(xs.std(0), 1e-6)
+    if task == "classify":
+        return in_mean, in_std, None, None
+    ys = valid_steps(fit.y, fit.lengths)
+    return in_mean, in_std, ys.mean(0), np.maximum(ys.std(0), 1e-6)
+
+
+# ----------------------------------------------------------------------------
+# loss over one window of steps (the whole sequence for full BPTT)
+
+
+def window_loss(model, task, xb, yb, lb, state, s, e, n_norm):
+    """Forward steps [s, e) from `state`; returns (loss or None, next state). xb (B, T, I), lb (B,)."""
+    y, state = model(xb[:, s:e], state)  # (B, K, O)
+    if task == "classify":
+        last = lb - 1
+        sel = (last >= s) & (last < e)  # sequences that end inside this window
+        if not sel.any():
+            return None, state
+        logits = y[sel, last[sel] - s]  # (n, O)
+        return nn.functional.cross_entropy(logits, yb[sel], reduction="sum") / n_norm, state
+    mask = (torch.arange(s, e)[None, :] < lb[:, None]).float()  # (B, K)
+    err = (((y - yb[:, s:e]) / model.out_std) ** 2).mean(-1)  # (B, K), in normalised units
+    if mask.sum() == 0:
+        return None, state
+    return (err * mask).sum() / n_norm, state
+
+
+def detach(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def train_epoch(model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator) -> tuple[float, float]:
+    """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping)."""
+    model.train()
+    perm = torch.randperm(len(split), generator=gen).numpy()
+    total, norms = 0.0, []
+    for b in range(0, len(perm), cfg.batch_size):
+        idx = perm[b : b + cfg.batch_size]
+        lb = torch.from_numpy(split.lengths[idx])
+        T = int(lb.max())
+        xb = torch.from_numpy(split.X[idx, :T])
+        yb = torch.from_numpy(split.y[idx] if task == "classify" else split.y[idx, :T])
+        n_norm = len(idx) if task == "classify" else float(lb.sum())
+        K = cfg.tbptt if cfg.tbptt > 0 else T
+        state = None
+        for s in range(0, T, K):
+            loss, state = window_loss(model, task, xb, yb, lb, state, s, min(s + K, T), n_norm)
+            state = detach(state)  # truncated BPTT: gradients stop at the window edge, the state carries on
+            if loss is None:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
+            norms.append(float(norm))
+            opt.step()
+            total += loss.item() * (len(idx) if task == "classify" else 1.0)
+    return total / (len(split) if task == "classify" else max(1, len(perm) // cfg.batch_size)), float(
+        np.mean(norms) if norms else 0.0
+    )
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, task: str) -> dict:
+    """Whole-sequence evaluation: loss and accuracy (classify) or RMSE in raw units (regress/forecast)."""
+    model.eval()
+    y, _ = model(torch.from_numpy(split.X))  # (N, T, O)
+    lb = torch.from_numpy(split.lengths)
+    if task == "classify":
+        logits = y[torch.arange(len(split)), lb - 1]  # (N, O)
+        target = torch.from_numpy(split.y)
+        return {
+            "loss": float(nn.functional.cross_entropy(logits, target)),
+            "accuracy": float((logits.argmax(1) == target).float().mean()),
+        }
+    mask = (torch.arange(y.shape[1])[None, :] < lb[:, None]).float()[..., None]  # (N, T, 1)
+    yt = torch.from_numpy(split.y)
+    n = mask.sum() * y.shape[2]
+    mse_norm = float(((((y - yt) / model.out_std) ** 2) * mask).sum() / n)
+    return {"loss": mse_norm, "rmse": float(torch.sqrt((((y - yt) ** 2) * mask).sum() / n))}
+
+
+# ----------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print):
+    """Train, keep the best checkpoint in `out`, and return (model, metrics)."""
+    out = Path(out)
+    if (out / CONFIG).exists() and not force:
+        raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(max(1, cfg.threads))
+    ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed)
+    task = ds.task
+    fit, val = split_validation(ds.train, task, cfg.val_fraction, cfg.seed)
+    in_mean, in_std, out_mean, out_std = normalization(fit, task)
+    mcfg = ModelConfig(cfg.cell, ds.input_size, cfg.hidden_size, cfg.num_layers, ds.output_size, cfg.dropout)
+    model = RecurrentModel(mcfg)
+    model.set_normalization(in_mean, in_std, out_mean, out_std)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(cfg, ds, len(fit), len(val))
+    metric = "accuracy" if task == "classify" else "rmse"
+    log(f"training {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}): "
+        f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences")
+    history, best, best_epoch, t0 = [], math.inf, -1, time.time()
+    bar = _progress(cfg.epochs, progress)
+    interrupted = False
+    try:
+        for epoch in range(cfg.epochs):
+            loss, gnorm = train_epoch(model, opt, fit, task, cfg, gen)
+            v = evaluate(model, val if len(val) else fit, task)
+            history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": v["loss"], f"val_{metric}": v[metric],
+                            "grad_norm": gnorm, "seconds": round(time.time() - t0, 2)})
+            if v["loss"] < best:
+                best, best_epoch = v["loss"], epoch + 1
+                save_checkpoint(out, model, meta)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", val=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
+            if epoch + 1 - best_epoch >= cfg.patience:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: keeping the best checkpoint so far")
+    finally:
+        bar.close()
+    if best_epoch < 0:
+        raise TrainError("training stopped before the first epoch finished; nothing was saved")
+    from .checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(out)
+    test = evaluate(model, ds.test, task)
+    metrics = {"task": task, "metric": metric, "best_epoch": best_epoch, "epochs_run": len(history),
+               "interrupted": interrupted, "seconds": round(time.time() - t0, 2), "test": test, "history": history}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_curves(history, metric, out / "curves.png", log)
+    log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
+    return model, metrics
+
+
+def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
+    data = cfg.data if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine") else str(Path(cfg.data).resolve())
+    return {
+        "train": {**asdict(cfg), "data": data},
+        "data": {"name": ds.name, "spec": data, "description": ds.description, "sizes": [n_fit, n_val, len(ds.test)]},
+        "task": {"kind": ds.task, "labels": ds.labels, "readout": "last" if ds.task == "classify" else "every_step"},
+    }
+
+
+def plot_curves(history: list[dict], metric: str, path: Path, log=print) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed: no curves.png (pip install 'rnnedge[plot]')")
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
+    ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
+    ax[0].set(title="loss", xlabel="epoch", yscale="log")
+    ax[0].legend()
+    ax[1].plot(ep, [h[f"val_{metric}"] for h in history], color="C2")
+    ax[1].set(title=f"validation {metric}", xlabel="epoch")
+    ax[2].plot(ep, [h["grad_norm"] for h in history], color="C3")
+    ax[2].set(title="gradient norm (before clipping)", xlabel="epoch", yscale="log")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="epochs", unit="ep", leave=False)
