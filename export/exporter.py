@@ -1,4 +1,5 @@
-"""Export a trained model to a bundle folder: write each format, then verify it against the quantised reference.
+"""Export a trained model to a bundle folder: write each format, then verify it against the quantised
+reference.
 
 The bundle is built in a temporary folder beside the output and moved into place only when every parity check
 passes. A bundle that fails its checks is kept at OUT.rejected/ (with its manifest saying why) and
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from rnnedge.runtime import load as load_runtime
 from rnnedge.runtime.bundle import io_spec, write_manifest
 from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
@@ -25,7 +25,11 @@ from . import quantize
 from .reference import fold_normalization, reference_model, run_reference
 from .verify import check_parity
 
-FORMATS = {"native": "rnnedge.export.native", "onnx": "rnnedge.export.onnx_export", "tflite": "rnnedge.export.tflite_export"}
+FORMATS = {
+    "native": "rnnedge.export.native",
+    "onnx": "rnnedge.export.onnx_export",
+    "tflite": "rnnedge.export.tflite_export",
+}
 
 
 class ExportError(RnnEdgeError):
@@ -51,10 +55,12 @@ class ExportJob:
         self.folded = fold_normalization(self.model)
 
 
-def job_from_run(run_dir, scheme: str, data: str | None = None, options: dict | None = None,
-                 max_eval: int | None = None) -> ExportJob:
+def job_from_run(
+    run_dir, scheme: str, data: str | None = None, options: dict | None = None, max_eval: int | None = None
+) -> ExportJob:
     """Build an ExportJob from a training run folder: its best checkpoint, its dataset's test split for parity
-    and accuracy, its training split for calibration. `data` overrides the dataset (e.g. a moved .npz file)."""
+    and accuracy, its training split for calibration. `data` overrides the dataset (e.g. a moved .npz
+    file)."""
     from rnnedge.train.checkpoint import load_checkpoint
     from rnnedge.train.data import load_dataset
 
@@ -62,7 +68,9 @@ def job_from_run(run_dir, scheme: str, data: str | None = None, options: dict | 
     spec = data or meta["data"]["spec"]
     ds = load_dataset(spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0))
     if ds.input_size != model.cfg.input_size:
-        raise ExportError(f"{spec} has {ds.input_size} input channels but the model takes {model.cfg.input_size}")
+        raise ExportError(
+            f"{spec} has {ds.input_size} input channels but the model takes {model.cfg.input_size}"
+        )
     test = ds.test.subset(slice(0, max_eval)) if max_eval else ds.test
     return ExportJob(
         cfg=model.cfg,
@@ -73,7 +81,11 @@ def job_from_run(run_dir, scheme: str, data: str | None = None, options: dict | 
         eval_targets=list(test.y) if ds.task == "classify" else None,
         calib_seqs=ds.train.sequences(),
         options=options or {},
-        source={"run": str(Path(run_dir).resolve()), "data": spec, "dataset": meta["data"].get("description", "")},
+        source={
+            "run": str(Path(run_dir).resolve()),
+            "data": spec,
+            "dataset": meta["data"].get("description", ""),
+        },
     )
 
 
@@ -83,7 +95,9 @@ def format_module(fmt: str):
     return importlib.import_module(FORMATS[fmt])
 
 
-def export(job: ExportJob, formats: list[str], out: str | os.PathLike, force: bool = False, log=print) -> Path:
+def export(
+    job: ExportJob, formats: list[str], out: str | os.PathLike, force: bool = False, log=print
+) -> Path:
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
     mods = {fmt: format_module(fmt) for fmt in dict.fromkeys(["native", *formats])}
@@ -101,7 +115,7 @@ def export(job: ExportJob, formats: list[str], out: str | os.PathLike, force: bo
         write_manifest(tmp, manifest)
         manifest["evaluation"] = evaluate_reference(job)
         failed = []
-        for fmt, mod in mods.items():
+        for mod in mods.values():
             ref = mod.reference(job) or default_reference(job)
             for backend in mod.backends(job):
                 res = verify_backend(tmp, backend, ref, job)
@@ -158,7 +172,10 @@ def evaluate_reference(job: ExportJob) -> dict:
     res = {"sequences": len(job.eval_seqs)}
     if job.task["kind"] == "classify" and job.eval_targets is not None:
         for key, m in (("float_accuracy", float_model), ("reference_accuracy", ref)):
-            hits = [int(np.argmax(run_reference(m, s)[-1])) == int(t) for s, t in zip(job.eval_seqs, job.eval_targets)]
+            hits = [
+                int(np.argmax(run_reference(m, s)[-1])) == int(t)
+                for s, t in zip(job.eval_seqs, job.eval_targets)
+            ]
             res[key] = float(np.mean(hits))
     else:
         diffs = [np.abs(run_reference(ref, s) - run_reference(float_model, s)).max() for s in job.eval_seqs]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.numpy import save_file
-
 from rnnedge.runtime.bundle import WEIGHTS
+from safetensors.numpy import save_file
 
 from . import quantize
 
@@ -18,7 +17,7 @@ def backends(job) -> list[str]:
 
 
 def write(job, folder: Path) -> dict:
-    """Write weights.safetensors for job.scheme (int8-dynamic/static store int8 weights, computed weight-only)."""
+    """Write weights.safetensors (int8-dynamic/static keep int8 weights; native computes them weight-only)."""
     save_file(quantize.store(job.folded, job.scheme), str(folder / FILE))
     return {"file": FILE, "weights": describe(job.scheme)}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 from . import quantize

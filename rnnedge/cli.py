@@ -34,13 +34,22 @@ def csv_list(choices):
 
 
 def add_train(sub):
-    p = sub.add_parser("train", help="train a recurrent model on a bundled dataset or your .npz file",
-                       description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
-                       "model.safetensors (best checkpoint), metrics.json, curves.png.")
-    p.add_argument("--data", default="basic_motions",
-                   help="basic_motions | japanese_vowels | airline | sine | path/to/file.npz (default: %(default)s)")
-    p.add_argument("--task", choices=("classify", "regress", "forecast"),
-                   help="override the task inferred from the data (forecast = next-step, enables generate)")
+    p = sub.add_parser(
+        "train",
+        help="train a recurrent model on a bundled dataset or your .npz file",
+        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
+        "model.safetensors (best checkpoint), metrics.json, curves.png.",
+    )
+    p.add_argument(
+        "--data",
+        default="basic_motions",
+        help="basic_motions | japanese_vowels | airline | sine | path/to/file.npz (default: %(default)s)",
+    )
+    p.add_argument(
+        "--task",
+        choices=("classify", "regress", "forecast"),
+        help="override the task inferred from the data (forecast = next-step, enables generate)",
+    )
     p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"))
     p.add_argument("--hidden", type=int, default=32, help="hidden size (default: %(default)s)")
     p.add_argument("--layers", type=int, default=1, choices=(1, 2, 3), help="stacked layers (default: 1)")
@@ -48,8 +57,13 @@ def add_train(sub):
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--tbptt", type=int, default=0, metavar="K",
-                   help="truncated BPTT: backpropagate K steps, carry the state on (default 0 = full BPTT)")
+    p.add_argument(
+        "--tbptt",
+        type=int,
+        default=0,
+        metavar="K",
+        help="truncated BPTT: backpropagate K steps, carry the state on (default 0 = full BPTT)",
+    )
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping, 0 = off (default: 1.0)")
     p.add_argument("--patience", type=int, default=25, help="early stopping patience in epochs")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -64,9 +78,23 @@ def add_train(sub):
 def cmd_train(a) -> int:
     from rnnedge.train.trainer import TrainConfig, train
 
-    cfg = TrainConfig(data=a.data, task=a.task, cell=a.cell, hidden_size=a.hidden, num_layers=a.layers,
-                      dropout=a.dropout, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, tbptt=a.tbptt,
-                      clip=a.clip, patience=a.patience, val_fraction=a.val_fraction, seed=a.seed, threads=a.threads)
+    cfg = TrainConfig(
+        data=a.data,
+        task=a.task,
+        cell=a.cell,
+        hidden_size=a.hidden,
+        num_layers=a.layers,
+        dropout=a.dropout,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        tbptt=a.tbptt,
+        clip=a.clip,
+        patience=a.patience,
+        val_fraction=a.val_fraction,
+        seed=a.seed,
+        threads=a.threads,
+    )
     out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
     train(cfg, out, force=a.force, progress=not a.no_progress)
     return 0
@@ -77,21 +105,42 @@ def cmd_train(a) -> int:
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="quantise a trained run and export a verified bundle",
-                       description="Quantise and export a run folder to a bundle (manifest.json + weights + "
-                       "optional model.onnx / model.tflite). Every export streams the test split through each "
-                       "target backend and the quantised reference; it fails (exit 1, nothing installed) if "
-                       "parity is outside tolerance.")
+    p = sub.add_parser(
+        "export",
+        help="quantise a trained run and export a verified bundle",
+        description="Quantise and export a run folder to a bundle (manifest.json + weights + "
+        "optional model.onnx / model.tflite). Every export streams the test split through each "
+        "target backend and the quantised reference; it fails (exit 1, nothing installed) if "
+        "parity is outside tolerance.",
+    )
     p.add_argument("run", type=Path, help="training run folder (from `rnnedge train`)")
-    p.add_argument("--quant", "-q", type=csv_list(SCHEMES), default=["fp32"],
-                   help=f"scheme(s), comma-separated: {', '.join(SCHEMES)} (default: fp32)")
-    p.add_argument("--format", "-f", type=csv_list(("native", "onnx", "tflite")), default=["native"],
-                   help="native (always written), onnx, tflite; comma-separated (default: native)")
-    p.add_argument("--target", choices=("litert", "tflite-runtime", "both"), default="both",
-                   help="TFLite interpreter(s) the file must be correct on (default: both)")
-    p.add_argument("--out", "-o", type=Path,
-                   help="bundle folder; with several --quant schemes, a folder holding one bundle per scheme "
-                   "(default: RUN/bundle-<scheme>)")
+    p.add_argument(
+        "--quant",
+        "-q",
+        type=csv_list(SCHEMES),
+        default=["fp32"],
+        help=f"scheme(s), comma-separated: {', '.join(SCHEMES)} (default: fp32)",
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        type=csv_list(("native", "onnx", "tflite")),
+        default=["native"],
+        help="native (always written), onnx, tflite; comma-separated (default: native)",
+    )
+    p.add_argument(
+        "--target",
+        choices=("litert", "tflite-runtime", "both"),
+        default="both",
+        help="TFLite interpreter(s) the file must be correct on (default: both)",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        help="bundle folder; with several --quant schemes, a folder holding one bundle per scheme "
+        "(default: RUN/bundle-<scheme>)",
+    )
     p.add_argument("--data", help="dataset for parity/calibration if the run's data file moved")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=cmd_export)
@@ -116,19 +165,29 @@ def cmd_export(a) -> int:
 
 
 def add_run(sub):
-    p = sub.add_parser("run", help="stream samples through a bundle, one output line per input sample",
-                       description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
-                       "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
-                       "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
-                       "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).")
+    p = sub.add_parser(
+        "run",
+        help="stream samples through a bundle, one output line per input sample",
+        description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
+        "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
+        "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
+        "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
+    )
     p.add_argument("bundle", type=Path)
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
     p.add_argument("--backend", "-b", default="native", choices=BACKENDS)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--decision", action="store_true",
-                   help="print the predicted label (classification) instead of the output values")
-    p.add_argument("--generate", type=int, metavar="N",
-                   help="one-to-many: after the input (the seed), feed outputs back for N more steps")
+    p.add_argument(
+        "--decision",
+        action="store_true",
+        help="print the predicted label (classification) instead of the output values",
+    )
+    p.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        help="one-to-many: after the input (the seed), feed outputs back for N more steps",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -219,8 +278,12 @@ def read_all(path: str, width: int):
 
 
 def add_info(sub):
-    p = sub.add_parser("info", help="show what is in a bundle", description="Show a bundle's model, task, "
-                       "quantisation, files, state names and the parity results recorded at export.")
+    p = sub.add_parser(
+        "info",
+        help="show what is in a bundle",
+        description="Show a bundle's model, task, "
+        "quantisation, files, state names and the parity results recorded at export.",
+    )
     p.add_argument("bundle", type=Path)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_info)
@@ -236,8 +299,10 @@ def cmd_info(a) -> int:
         return 0
     md, task = m["model"], m.get("task", {})
     print(f"bundle     {b.path}  (format v{m['format_version']}, rnnedge {m.get('rnnedge_version', '?')})")
-    print(f"model      {md['cell']}  {md['num_layers']} layer(s) x {md['hidden_size']}  "
-          f"input {md['input_size']} -> output {md['output_size']}  head {md.get('head', 'linear')}")
+    print(
+        f"model      {md['cell']}  {md['num_layers']} layer(s) x {md['hidden_size']}  "
+        f"input {md['input_size']} -> output {md['output_size']}  head {md.get('head', 'linear')}"
+    )
     labels = task.get("labels")
     print(f"task       {task.get('kind')}" + (f"  labels {', '.join(labels)}" if labels else ""))
     print(f"quant      {m['quant']['scheme']}")
@@ -247,7 +312,10 @@ def cmd_info(a) -> int:
         print(f"eval       {name}: {ev:.4g}" if isinstance(ev, float) else f"eval       {name}: {ev}")
     for backend, r in m.get("parity", {}).items():
         extra = "".join(f"  {k} {r[k]:.1%}" for k in ("agreement", "accuracy") if k in r)
-        print(f"parity     {backend:15s} {'ok' if r['ok'] else 'FAILED'}  max|err| {r['max_abs_error']:.2e}{extra}")
+        print(
+            f"parity     {backend:15s} {'ok' if r['ok'] else 'FAILED'}  "
+            f"max|err| {r['max_abs_error']:.2e}{extra}"
+        )
     return 0
 
 

@@ -15,11 +15,16 @@ import numpy as np
 
 
 def add_demo(sub):
-    p = sub.add_parser("demo", help="train -> quantise -> export -> stream -> latency table on BasicMotions",
-                       description="End-to-end demo on the bundled BasicMotions dataset (smartwatch motion, "
-                       "4 activities): trains an LSTM, exports fp32 and int8 bundles, streams the test split "
-                       "through every installed backend and prints accuracy and per-step latency.")
-    p.add_argument("--out", "-o", type=Path, default=Path("demo-out"), help="output folder (default: %(default)s)")
+    p = sub.add_parser(
+        "demo",
+        help="train -> quantise -> export -> stream -> latency table on BasicMotions",
+        description="End-to-end demo on the bundled BasicMotions dataset (smartwatch motion, "
+        "4 activities): trains an LSTM, exports fp32 and int8 bundles, streams the test split "
+        "through every installed backend and prints accuracy and per-step latency.",
+    )
+    p.add_argument(
+        "--out", "-o", type=Path, default=Path("demo-out"), help="output folder (default: %(default)s)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--epochs", type=int, default=100)
@@ -39,7 +44,11 @@ def available_formats() -> list[str]:
 
 
 def backends_for(fmts: list[str]) -> list[str]:
-    return ["native"] + (["onnxruntime"] if "onnx" in fmts else []) + (["litert", "tflite-runtime"] if "tflite" in fmts else [])
+    return (
+        ["native"]
+        + (["onnxruntime"] if "onnx" in fmts else [])
+        + (["litert", "tflite-runtime"] if "tflite" in fmts else [])
+    )
 
 
 def _has(mod: str) -> bool:
@@ -62,7 +71,9 @@ def cmd_demo(a) -> int:
     t0 = time.time()
     print("== 1/4 train ==========================================================")
     run = a.out / "run"
-    _, metrics = train(TrainConfig(data="basic_motions", cell="lstm", hidden_size=a.hidden, epochs=a.epochs), run)
+    _, metrics = train(
+        TrainConfig(data="basic_motions", cell="lstm", hidden_size=a.hidden, epochs=a.epochs), run
+    )
     fmts = available_formats()
     schemes = [s.strip() for s in a.quant.split(",") if s.strip()]
     print(f"\n== 2/4 quantise + export ({', '.join(schemes)} -> {', '.join(fmts)}) ===================")
@@ -101,12 +112,12 @@ def cmd_demo(a) -> int:
 
 
 def latency_table(models: dict, seqs: list[np.ndarray], steps: int, rounds: int = 5) -> str:
-    """Per-step latency of stream.step on real samples, backends interleaved in rounds (fair on a noisy box)."""
+    """Per-step latency of stream.step on real samples, backends interleaved in rounds (fair when noisy)."""
     xs = np.concatenate(seqs)[:steps].astype(np.float32)
     per = max(1, len(xs) // rounds)
     times = {k: [] for k in models}
     streams = {k: m.stream() for k, m in models.items()}
-    for k, s in streams.items():  # warm-up
+    for s in streams.values():  # warm-up
         for x in xs[:50]:
             s.step(x)
     clock = time.perf_counter_ns
@@ -121,6 +132,8 @@ def latency_table(models: dict, seqs: list[np.ndarray], steps: int, rounds: int 
     lines = [f"  {'bundle':14s} {'backend':15s} {'p50 us':>8s} {'p99 us':>8s} {'max us':>8s} {'steps/s':>9s}"]
     for (scheme, backend), ts in times.items():
         us = np.array(ts) / 1e3
-        lines.append(f"  {scheme:14s} {backend:15s} {np.percentile(us, 50):8.1f} {np.percentile(us, 99):8.1f} "
-                     f"{us.max():8.1f} {1e6 / us.mean():9.0f}")
+        lines.append(
+            f"  {scheme:14s} {backend:15s} {np.percentile(us, 50):8.1f} {np.percentile(us, 99):8.1f} "
+            f"{us.max():8.1f} {1e6 / us.mean():9.0f}"
+        )
     return "\n".join(lines)

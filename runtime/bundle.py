@@ -1,4 +1,4 @@
-"""The native bundle: a folder with manifest.json and weights.safetensors (+ optional model.onnx / model.tflite).
+"""The native bundle: a folder with manifest.json and weights.safetensors (+ model.onnx, model.tflite).
 
 Weights keep PyTorch's names and layouts (`rnn.weight_ih_l0` (G*H, I), gate order LSTM i,f,g,o and GRU r,z,n),
 with the input/output normalisation already folded in, so the bundle runs on raw samples. Quantised weights
@@ -157,7 +157,9 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
             f"{FORMAT_VERSION}: re-export it or upgrade rnnedge"
         )
     if manifest.get("model", {}).get("cell") not in CELLS:
-        raise BundleError(f"{mpath}: unknown cell {manifest.get('model', {}).get('cell')!r}, expected {CELLS}")
+        raise BundleError(
+            f"{mpath}: unknown cell {manifest.get('model', {}).get('cell')!r}, expected {CELLS}"
+        )
     if verify:
         for name, info in manifest.get("files", {}).items():
             f = path / name

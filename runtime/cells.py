@@ -65,10 +65,22 @@ class LayerState:
         self.c = np.zeros(H, np.float32) if cell == "lstm" else None
         g = self.g
         if cell == "lstm":
-            self.sig, self.i, self.f, self.o, self.gg = g[: 3 * H], g[:H], g[H : 2 * H], g[2 * H : 3 * H], g[3 * H :]
+            self.sig, self.i, self.f, self.o, self.gg = (
+                g[: 3 * H],
+                g[:H],
+                g[H : 2 * H],
+                g[2 * H : 3 * H],
+                g[3 * H :],
+            )
             self.step = self._lstm
         elif cell == "gru":
-            self.sig, self.r, self.z, self.nx, self.nh = g[: 2 * H], g[:H], g[H : 2 * H], g[2 * H : 3 * H], g[3 * H :]
+            self.sig, self.r, self.z, self.nx, self.nh = (
+                g[: 2 * H],
+                g[:H],
+                g[H : 2 * H],
+                g[2 * H : 3 * H],
+                g[3 * H :],
+            )
             self.step = self._gru
         elif cell == "rnn_tanh":
             self.step = self._rnn_tanh

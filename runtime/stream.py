@@ -1,11 +1,11 @@
 """Model and Stream: the one streaming API over every backend.
 
-    model = rnnedge.runtime.load("bundle/")          # backend="native" | "onnxruntime" | "litert" | ...
-    s = model.stream()                               # independent state; many streams share one model
-    y = s.step(x)                                    # x (I,) raw sample -> y (O,)
-    snap = s.state; s.restore(snap); s.reset()
-    ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
-    ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
+model = rnnedge.runtime.load("bundle/")          # backend="native" | "onnxruntime" | "litert" | ...
+s = model.stream()                               # independent state; many streams share one model
+y = s.step(x)                                    # x (I,) raw sample -> y (O,)
+snap = s.state; s.restore(snap); s.reset()
+ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
+ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .bundle import Bundle, load_bundle
 from .errors import InputError
 
 
-def load(path: str | os.PathLike, backend: str = "native", threads: int | None = 1, verify: bool = True) -> Model:
+def load(
+    path: str | os.PathLike, backend: str = "native", threads: int | None = 1, verify: bool = True
+) -> Model:
     """Open a bundle folder on a backend. threads: intra-op threads for ORT/TFLite (native: numpy's own)."""
     bundle = load_bundle(path, verify=verify)
     return Model(bundle, open_backend(backend, bundle, threads), backend)
@@ -160,7 +162,9 @@ class Stream:
 
 
 def _fmt(shape: tuple) -> str:
-    return "(" + ", ".join("T" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "(" + ", ".join("T" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+    )
 
 
 def _raise_not_finite(a: np.ndarray, what: str):
@@ -169,4 +173,6 @@ def _raise_not_finite(a: np.ndarray, what: str):
     if len(bad) == 0:
         raise InputError(f"{what} has values too large to process (max |x| = {np.abs(a).max():.3g})")
     where = tuple(int(i) for i in bad[0])
-    raise InputError(f"{what} has {len(bad)} non-finite value(s) (first {a[where]} at index {where}); state unchanged")
+    raise InputError(
+        f"{what} has {len(bad)} non-finite value(s) (first {a[where]} at index {where}); state unchanged"
+    )

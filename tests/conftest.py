@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from rnnedge.export.exporter import ExportJob, export
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
@@ -16,7 +15,9 @@ def random_model(cell="lstm", layers=1, hidden=16, inp=5, out=3, seed=0) -> Recu
     torch.manual_seed(seed)
     m = RecurrentModel(ModelConfig(cell, inp, hidden, layers, out)).eval()
     rng = np.random.default_rng(seed)
-    m.set_normalization(rng.normal(0, 2, inp), rng.uniform(0.5, 3, inp), rng.normal(0, 1, out), rng.uniform(0.5, 2, out))
+    m.set_normalization(
+        rng.normal(0, 2, inp), rng.uniform(0.5, 3, inp), rng.normal(0, 1, out), rng.uniform(0.5, 2, out)
+    )
     return m
 
 
@@ -25,8 +26,19 @@ def random_seqs(n=4, T=30, inp=5, seed=1, scale=2.0) -> list[np.ndarray]:
     return [(rng.normal(0, scale, (T, inp))).astype(np.float32) for _ in range(n)]
 
 
-def make_bundle(tmp_path, cell="lstm", layers=1, scheme="fp32", hidden=16, inp=5, out=3, formats=("native",),
-                task="regress", seed=0, name=None):
+def make_bundle(
+    tmp_path,
+    cell="lstm",
+    layers=1,
+    scheme="fp32",
+    hidden=16,
+    inp=5,
+    out=3,
+    formats=("native",),
+    task="regress",
+    seed=0,
+    name=None,
+):
     m = random_model(cell, layers, hidden, inp, out, seed)
     seqs = random_seqs(inp=inp)
     task_d = {"kind": task, "labels": None, "readout": "every_step"}

@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-
 import rnnedge.runtime as rt
+import torch
 from rnnedge.export.reference import reference_model, run_reference
 from rnnedge.train.model import named_to_state, state_to_named
 
@@ -195,13 +194,25 @@ def test_missing_artifact_names_the_export_command(bundle_factory):
         rt.load_bundle(path).artifact("onnx")
 
 
+HEAVY = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "tensorflow",
+    "ai_edge_litert",
+    "tflite_runtime",
+    "sktime",
+    "matplotlib",
+)
+
+
 def test_runtime_imports_with_numpy_and_safetensors_only(bundle_factory):
     path, _, _ = bundle_factory(cell="gru")
     code = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'onnx', 'onnxruntime', 'tensorflow', 'ai_edge_litert', 'tflite_runtime', 'sktime', 'matplotlib'):
+        if name.split('.')[0] in {HEAVY!r}:
             raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
 import numpy as np

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file, save
-
 from rnnedge.runtime.bundle import atomic_write_bytes, atomic_write_text
 from rnnedge.runtime.errors import RnnEdgeError
+from safetensors.torch import load_file, save
 
 from .model import ModelConfig, RecurrentModel
 
@@ -39,4 +38,3 @@ def load_checkpoint(run_dir: str | Path) -> tuple[RecurrentModel, dict]:
     except Exception as e:
         raise CheckpointError(f"cannot load the checkpoint in {run_dir}: {e}") from e
     return model.eval(), meta
-

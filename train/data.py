@@ -1,4 +1,5 @@
-"""Sequence datasets: built-in real data (shipped inside PyPI packages, no download) and the user's .npz files.
+"""Sequence datasets: built-in real data (shipped inside PyPI packages, no download) and the user's
+.npz files.
 
 Every dataset becomes zero-padded arrays plus lengths, raw (un-normalised) values:
     X (N, T, C) float32   lengths (N,) int64   y: classify (N,) int64 | regress/forecast (N, T, O) float32
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
 
 TASKS = ("classify", "regress", "forecast")
@@ -84,8 +84,14 @@ def basic_motions() -> Dataset:
     d = _sktime()
     Xtr, ytr = d.load_basic_motions(split="train", return_type="numpy3D")  # (40, 6, 100)
     Xte, yte = d.load_basic_motions(split="test", return_type="numpy3D")
-    return _classification("basic_motions", Xtr.transpose(0, 2, 1), ytr, Xte.transpose(0, 2, 1), yte,
-                           "BasicMotions (sktime): 6-channel accelerometer+gyroscope, 4 activities, 100 steps")
+    return _classification(
+        "basic_motions",
+        Xtr.transpose(0, 2, 1),
+        ytr,
+        Xte.transpose(0, 2, 1),
+        yte,
+        "BasicMotions (sktime): 6-channel accelerometer+gyroscope, 4 activities, 100 steps",
+    )
 
 
 def japanese_vowels() -> Dataset:
@@ -94,11 +100,19 @@ def japanese_vowels() -> Dataset:
 
     def load(split):
         df, y = d.load_japanese_vowels(split=split, return_type="nested_univ")  # (N, 12) cells of series
-        return [np.stack([df.iloc[i, c].to_numpy() for c in range(df.shape[1])], 1) for i in range(len(df))], y
+        return [
+            np.stack([df.iloc[i, c].to_numpy() for c in range(df.shape[1])], 1) for i in range(len(df))
+        ], y
 
     (xtr, ytr), (xte, yte) = load("train"), load("test")
-    return _classification("japanese_vowels", xtr, ytr, xte, yte,
-                           "JapaneseVowels (sktime): 12 channels, 9 speakers, variable length 7-29")
+    return _classification(
+        "japanese_vowels",
+        xtr,
+        ytr,
+        xte,
+        yte,
+        "JapaneseVowels (sktime): 12 channels, 9 speakers, variable length 7-29",
+    )
 
 
 def airline() -> Dataset:
@@ -114,8 +128,14 @@ def airline() -> Dataset:
     cut = 108  # 1958-01
     train = windows[starts + win <= cut]
     test = windows[starts + win > cut]
-    return Dataset("airline", "forecast", _forecast_split(train), _forecast_split(test), None,
-                   "Airline passengers (sktime), monthly, 36-month windows, next-month forecast")
+    return Dataset(
+        "airline",
+        "forecast",
+        _forecast_split(train),
+        _forecast_split(test),
+        None,
+        "Airline passengers (sktime), monthly, 36-month windows, next-month forecast",
+    )
 
 
 def sine(n: int = 240, steps: int = 120, seed: int = 7) -> Dataset:
@@ -131,11 +151,22 @@ def sine(n: int = 240, steps: int = 120, seed: int = 7) -> Dataset:
     X = np.stack([a, b, c], -1) + rng.normal(0, 0.05, (n, steps + 1, 3))
     X = X.astype(np.float32)
     k = int(0.8 * n)
-    return Dataset("sine", "forecast", _forecast_split(X[:k]), _forecast_split(X[k:]), None,
-                   "synthetic 3-axis vibration sensor (seeded), next-step forecast")
+    return Dataset(
+        "sine",
+        "forecast",
+        _forecast_split(X[:k]),
+        _forecast_split(X[k:]),
+        None,
+        "synthetic 3-axis vibration sensor (seeded), next-step forecast",
+    )
 
 
-BUILTIN = {"basic_motions": basic_motions, "japanese_vowels": japanese_vowels, "airline": airline, "sine": sine}
+BUILTIN = {
+    "basic_motions": basic_motions,
+    "japanese_vowels": japanese_vowels,
+    "airline": airline,
+    "sine": sine,
+}
 
 
 # ----------------------------------------------------------------------------
@@ -167,8 +198,14 @@ def load_npz(path: str | os.PathLike, task: str | None = None, test_fraction: fl
             test = _forecast_split(Xte, _lengths(arrays.get("lengths_test"), Xte, "lengths_test", path))
             return Dataset(name, task, _forecast_split(X, lengths), test, None, f"user file {path}")
         tr, te = _split_idx(len(X), test_fraction, seed)
-        return Dataset(name, task, _forecast_split(X[tr], lengths[tr]), _forecast_split(X[te], lengths[te]),
-                       None, f"user file {path}")
+        return Dataset(
+            name,
+            task,
+            _forecast_split(X[tr], lengths[tr]),
+            _forecast_split(X[te], lengths[te]),
+            None,
+            f"user file {path}",
+        )
     if y is None:
         raise DataError(f"{path} has no 'y' array, which task {task!r} needs")
     if "X_test" in arrays:
@@ -189,7 +226,9 @@ def load_npz(path: str | os.PathLike, task: str | None = None, test_fraction: fl
         return _classification(name, xtr, ytr, xte, yte, f"user file {path}", order=labels)
     if ytr.ndim != 3:
         raise DataError(f"regress needs y of shape (N, T, O), got {ytr.shape}")
-    return Dataset(name, task, _regression_split(xtr, ytr), _regression_split(xte, yte), None, f"user file {path}")
+    return Dataset(
+        name, task, _regression_split(xtr, ytr), _regression_split(xte, yte), None, f"user file {path}"
+    )
 
 
 def load_dataset(spec: str, task: str | None = None, seed: int = 0) -> Dataset:

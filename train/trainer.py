@@ -1,7 +1,8 @@
 """Training: Adam, full or truncated BPTT with carried state, gradient-norm clipping, early stopping.
 
 A run folder holds: config.json + model.safetensors (best checkpoint, written atomically whenever validation
-improves), metrics.json (per-epoch history and the final test score), curves.png (loss, metric, gradient norm).
+improves), metrics.json (per-epoch history and the final test score), curves.png (loss, metric,
+gradient norm).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from rnnedge.runtime.bundle import atomic_write_text
 from rnnedge.runtime.errors import RnnEdgeError
+from torch import nn
 
 from .checkpoint import CONFIG, save_checkpoint
 from .data import Dataset, Split, load_dataset
@@ -54,7 +54,11 @@ class TrainError(RnnEdgeError):
 def split_validation(train: Split, task: str, fraction: float, seed: int) -> tuple[Split, Split]:
     """Seeded split of the training data; stratified by class for classification."""
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(train.y == c) for c in np.unique(train.y)] if task == "classify" else [np.arange(len(train))]
+    groups = (
+        [np.flatnonzero(train.y == c) for c in np.unique(train.y)]
+        if task == "classify"
+        else [np.arange(len(train))]
+    )
     val = []
     for g in groups:
         g = rng.permutation(g)
@@ -106,7 +110,9 @@ def detach(state):
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
-def train_epoch(model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator) -> tuple[float, float]:
+def train_epoch(
+    model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator
+) -> tuple[float, float]:
     """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping)."""
     model.train()
     perm = torch.randperm(len(split), generator=gen).numpy()
@@ -179,8 +185,10 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(cfg, ds, len(fit), len(val))
     metric = "accuracy" if task == "classify" else "rmse"
-    log(f"training {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}): "
-        f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences")
+    log(
+        f"training {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}): "
+        f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences"
+    )
     history, best, best_epoch, t0 = [], math.inf, -1, time.time()
     bar = _progress(cfg.epochs, progress)
     interrupted = False
@@ -188,8 +196,16 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         for epoch in range(cfg.epochs):
             loss, gnorm = train_epoch(model, opt, fit, task, cfg, gen)
             v = evaluate(model, val if len(val) else fit, task)
-            history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": v["loss"], f"val_{metric}": v[metric],
-                            "grad_norm": gnorm, "seconds": round(time.time() - t0, 2)})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss,
+                    "val_loss": v["loss"],
+                    f"val_{metric}": v[metric],
+                    "grad_norm": gnorm,
+                    "seconds": round(time.time() - t0, 2),
+                }
+            )
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
                 save_checkpoint(out, model, meta)
@@ -208,8 +224,16 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
 
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
-    metrics = {"task": task, "metric": metric, "best_epoch": best_epoch, "epochs_run": len(history),
-               "interrupted": interrupted, "seconds": round(time.time() - t0, 2), "test": test, "history": history}
+    metrics = {
+        "task": task,
+        "metric": metric,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "interrupted": interrupted,
+        "seconds": round(time.time() - t0, 2),
+        "test": test,
+        "history": history,
+    }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_curves(history, metric, out / "curves.png", log)
     log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
@@ -217,11 +241,24 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
-    data = cfg.data if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine") else str(Path(cfg.data).resolve())
+    data = (
+        cfg.data
+        if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine")
+        else str(Path(cfg.data).resolve())
+    )
     return {
         "train": {**asdict(cfg), "data": data},
-        "data": {"name": ds.name, "spec": data, "description": ds.description, "sizes": [n_fit, n_val, len(ds.test)]},
-        "task": {"kind": ds.task, "labels": ds.labels, "readout": "last" if ds.task == "classify" else "every_step"},
+        "data": {
+            "name": ds.name,
+            "spec": data,
+            "description": ds.description,
+            "sizes": [n_fit, n_val, len(ds.test)],
+        },
+        "task": {
+            "kind": ds.task,
+            "labels": ds.labels,
+            "readout": "last" if ds.task == "classify" else "every_step",
+        },
     }
 
 
