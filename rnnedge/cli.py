@@ -339,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_info(sub)
     from rnnedge.demo import add_demo
+    from rnnedge.devices import bench
 
+    bench.add_parser(sub)
     add_demo(sub)
     return p
 

@@ -90,7 +90,6 @@ def cmd_demo(a) -> int:
     test = basic_motions().test
     seqs, targets = test.sequences(), test.y
     backends = backends_for(fmts)
-    models = {}
     print(f"  {'bundle':14s} {'backend':15s} {'test accuracy':>14s}")
     for scheme, path in bundles.items():
         for backend in backends:
@@ -102,38 +101,12 @@ def cmd_demo(a) -> int:
             s = m.stream()
             hits = [int(np.argmax(s.run(x)[-1])) == int(t) for x, t in zip(seqs, targets)]
             print(f"  {scheme:14s} {backend:15s} {np.mean(hits):14.1%}")
-            models[(scheme, backend)] = m
     print(f"  (float PyTorch model: {metrics['test']['accuracy']:.1%})")
     print("\n== 4/4 per-step latency (stream.step, 1 thread, interleaved rounds) ===")
-    print(latency_table(models, seqs, a.steps))
+    from rnnedge.devices.bench import latency_table
+
+    print(latency_table(list(bundles.values()), backends=[*backends, "torch"], steps=a.steps))
+    print("  (torch = the float PyTorch model stepped eagerly, what you would deploy without rnnedge)")
     print(f"\ndone in {time.time() - t0:.0f} s. Bundles: {', '.join(str(p) for p in bundles.values())}")
     print(f"Try: rnnedge info {a.out / 'bundle-int8'}")
     return 0 if len(bundles) == len(schemes) else 1
-
-
-def latency_table(models: dict, seqs: list[np.ndarray], steps: int, rounds: int = 5) -> str:
-    """Per-step latency of stream.step on real samples, backends interleaved in rounds (fair when noisy)."""
-    xs = np.concatenate(seqs)[:steps].astype(np.float32)
-    per = max(1, len(xs) // rounds)
-    times = {k: [] for k in models}
-    streams = {k: m.stream() for k, m in models.items()}
-    for s in streams.values():  # warm-up
-        for x in xs[:50]:
-            s.step(x)
-    clock = time.perf_counter_ns
-    for r in range(rounds):
-        chunk = xs[r * per : (r + 1) * per]
-        for k, s in streams.items():
-            step, ts = s.step, times[k]
-            for x in chunk:
-                t = clock()
-                step(x)
-                ts.append(clock() - t)
-    lines = [f"  {'bundle':14s} {'backend':15s} {'p50 us':>8s} {'p99 us':>8s} {'max us':>8s} {'steps/s':>9s}"]
-    for (scheme, backend), ts in times.items():
-        us = np.array(ts) / 1e3
-        lines.append(
-            f"  {scheme:14s} {backend:15s} {np.percentile(us, 50):8.1f} {np.percentile(us, 99):8.1f} "
-            f"{us.max():8.1f} {1e6 / us.mean():9.0f}"
-        )
-    return "\n".join(lines)

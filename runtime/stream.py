@@ -23,7 +23,10 @@ from .errors import InputError
 def load(
     path: str | os.PathLike, backend: str = "native", threads: int | None = 1, verify: bool = True
 ) -> Model:
-    """Open a bundle folder on a backend. threads: intra-op threads for ORT/TFLite (native: numpy's own)."""
+    """Open a bundle folder on a backend.
+
+    threads: intra-op threads of ORT/TFLite; for native, a cap on numpy's BLAS pool (None leaves it alone).
+    """
     bundle = load_bundle(path, verify=verify)
     return Model(bundle, open_backend(backend, bundle, threads), backend)
 

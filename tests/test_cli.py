@@ -43,7 +43,7 @@ def pipeline(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("cmd", [[], ["train"], ["export"], ["run"], ["info"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["train"], ["export"], ["run"], ["info"], ["demo"], ["bench"]])
 def test_help(cmd):
     r = cli(*cmd, "--help")
     assert "usage: rnnedge" in r.stdout and len(r.stdout) > 200

@@ -12,6 +12,8 @@ class NativeBackend:
     name = "native"
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
+        if threads is not None:
+            limit_blas_threads(threads)
         w = bundle.weights()  # float32, dequantised (int8 weight-only and fp16 compute in float)
         self.cell = bundle.cell
         self.sizes = [bundle.input_size] + [bundle.hidden_size] * bundle.num_layers
@@ -30,6 +32,16 @@ class NativeBackend:
 
     def runner(self) -> NativeRunner:
         return NativeRunner(self)
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap numpy's BLAS pool (process-wide). A matrix-vector product split over 2 OpenBLAS threads on a
+    busy 2-core box waits for the helper thread: p99 2.6 ms vs 7.6 us with 1 thread (measured here)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it, set OPENBLAS_NUM_THREADS before starting Python
+        return
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 class NativeRunner:

@@ -1,0 +1,921 @@
+"""`rnnedge bench BUNDLE`: per-step latency of the streaming loop an application runs, backends side by side.
+
+How it measures, and why:
+- the whole `stream.step(x)` call (input check + backend step + output copy) with perf_counter_ns, because
+  that is what the application pays; nearest-rank percentiles up to p99.9 and the max, because deadlines are
+  missed in the tail, not on average;
+- backends in interleaved rounds in one process (order rotated every round), so drift of a shared or
+  thermally throttled machine hits all of them alike;
+- the same seeded raw samples (drawn around the bundle's input normalisation) for every backend, so the same
+  bundle + options give the same measurement plan (its input digest is in the report);
+- cold start (process start -> import -> load -> first output) and memory in a fresh `python -c` subprocess
+  per backend, so one backend's imports never make another look cheap;
+- with --rate, a fixed schedule like a sensor loop (sleep until just before each tick, spin the last 100 us),
+  counting ticks that finish after the next one is due.
+
+Python API: bench(...) -> results dict; format_report(results); latency_table(...) for short tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rnnedge.runtime.backends import open_backend
+from rnnedge.runtime.bundle import Bundle, load_bundle
+from rnnedge.runtime.errors import BundleError, MissingDependency, RnnEdgeError, require
+from rnnedge.runtime.stream import Model
+
+from . import profiles, stats, sysinfo
+
+ALL = ("native", "onnxruntime", "litert", "tflite-runtime", "torch")
+ARTIFACT = {
+    "native": "native",
+    "torch": "native",
+    "onnxruntime": "onnx",
+    "litert": "tflite",
+    "tflite-runtime": "tflite",
+}
+LIBRARY = {
+    "onnxruntime": "onnxruntime",
+    "litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "torch": "torch",
+}
+SPIN_NS = 100_000  # paced mode: busy-wait the last 100 us before a tick (sleep() overshoots by 50-100 us)
+REWARM = 20  # untimed steps before every chunk: the backend that ran before evicted this one's caches
+INPUT_TICKS = 8192  # distinct input samples per stream (cycled), bounds memory for long runs
+
+
+# ----------------------------------------------------------------------------
+# the eager PyTorch baseline: what a user would deploy without rnnedge
+
+
+class TorchBackend:
+    """The bundle's folded float weights in a torch RecurrentModel, one sample per call, state carried."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, threads: int | None = 1):
+        torch = require("torch", "PyTorch (the eager baseline)", "'rnnedge[export]'")
+        from rnnedge.export.reference import model_from_weights
+        from rnnedge.train.model import ModelConfig
+
+        if threads:
+            torch.set_num_threads(threads)
+        m = bundle.model
+        self.cfg = ModelConfig(
+            m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]
+        )
+        self.module = model_from_weights(self.cfg, bundle.weights())
+        self.torch = torch
+
+    def runner(self) -> TorchRunner:
+        return TorchRunner(self)
+
+
+class TorchRunner:
+    def __init__(self, net: TorchBackend):
+        self.net, self.torch, self.state = net, net.torch, None
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            y, self.state = self.net.module(self.torch.from_numpy(x)[None, None], self.state)  # (1, 1, I)
+        return y[0, 0].numpy()  # (O,)
+
+    def reset(self) -> None:
+        self.state = None
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        from rnnedge.train.model import state_to_named
+
+        cfg = self.net.cfg
+        if self.state is None:
+            return {s.input: np.zeros((1, cfg.hidden_size), np.float32) for s in self._specs()}
+        return {k: v.numpy().copy() for k, v in state_to_named(cfg, self.state).items()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        from rnnedge.train.model import named_to_state
+
+        self.state = named_to_state(
+            self.net.cfg, {k: self.torch.from_numpy(v.copy()) for k, v in state.items()}
+        )
+
+    def _specs(self):
+        from rnnedge.runtime.bundle import state_specs
+
+        c = self.net.cfg
+        return state_specs(c.cell, c.num_layers, c.hidden_size)
+
+
+def open_model(bundle: Bundle | str | Path, backend: str, threads: int | None = 1) -> Model:
+    """rnnedge.runtime.load plus the 'torch' baseline backend."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    if backend == "torch":
+        return Model(bundle, TorchBackend(bundle, threads), "torch")
+    return Model(bundle, open_backend(backend, bundle, threads), backend)
+
+
+# ----------------------------------------------------------------------------
+# what gets measured
+
+
+@dataclass
+class Target:
+    """One (bundle, backend) pair: its streams, its status, and the timings collected for it."""
+
+    bundle: Bundle
+    backend: str
+    label: str
+    status: str = "ok"  # ok | not installed | no artifact | unavailable | error
+    detail: str = ""
+    streams: list = field(default_factory=list)
+    xs: np.ndarray | None = None  # (T, N, I) seeded raw inputs, shared by every target of the bundle
+    ns: list = field(default_factory=list)  # chunks of per-tick durations (ns)
+    paced: list = field(default_factory=list)  # chunks of (release, start, end) ns arrays
+
+
+def open_target(bundle: Bundle, backend: str, threads: int | None, n_streams: int = 1, label=None) -> Target:
+    """Open a backend on a bundle; whatever prevents it is recorded as the target's status, never raised."""
+    t = Target(bundle, backend, label or backend)
+    if backend not in ALL:
+        t.status, t.detail = "error", f"unknown backend {backend!r}: choose from {', '.join(ALL)}"
+        return t
+    try:
+        bundle.artifact(ARTIFACT[backend])
+    except BundleError as e:
+        t.status, t.detail = "no artifact", str(e)
+        return t
+    try:
+        model = open_model(bundle, backend, threads)
+        t.streams = [model.stream() for _ in range(n_streams)]  # many streams share one model
+    except MissingDependency as e:
+        t.status, t.detail = "not installed", str(e)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("rnnedge."):
+            t.status, t.detail = "not installed", str(e)
+        else:  # the backend module itself is absent from this rnnedge
+            t.status, t.detail = "unavailable", f"this rnnedge has no {backend} backend ({e})"
+    except Exception as e:  # a backend that cannot open this bundle is a result, not a crash
+        t.status, t.detail = "error", f"{type(e).__name__}: {e}"
+    return t
+
+
+def make_inputs(bundle: Bundle, ticks: int, n_streams: int, seed: int) -> np.ndarray:
+    """Seeded raw samples (ticks, N, I) drawn around the bundle's input normalisation, like real samples."""
+    norm = bundle.manifest.get("normalization", {})
+    mean = np.asarray(norm.get("input_mean", 0.0), np.float32)
+    std = np.asarray(norm.get("input_std", 1.0), np.float32)
+    z = np.random.default_rng(seed).standard_normal((ticks, n_streams, bundle.input_size), dtype=np.float32)
+    return np.ascontiguousarray(mean + std * z, dtype=np.float32)
+
+
+def tick_fn(streams: list):
+    """One tick: every stream takes its own sample, one after the other (what a multi-sensor loop does)."""
+    if len(streams) == 1:
+        return streams[0].step  # the timed call is exactly stream.step(x)
+    steps = [s.step for s in streams]
+
+    def tick(xs):  # (N, I)
+        for step, x in zip(steps, xs):
+            step(x)
+
+    return tick
+
+
+def time_back_to_back(tick, rows: list) -> np.ndarray:
+    out = np.empty(len(rows), np.int64)
+    pc = time.perf_counter_ns
+    for i, x in enumerate(rows):
+        t0 = pc()
+        tick(x)
+        out[i] = pc() - t0
+    return out
+
+
+def time_paced(tick, rows: list, period_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tick i is released at t0 + i * period; an overrun delays later ticks (a sensor buffer catches up)."""
+    n = len(rows)
+    release, start, end = (np.empty(n, np.int64) for _ in range(3))
+    pc, sleep = time.perf_counter_ns, time.sleep
+    due = pc() + period_ns
+    for i, x in enumerate(rows):
+        wait = due - pc()
+        if wait > SPIN_NS:
+            sleep((wait - SPIN_NS) / 1e9)
+        while pc() < due:
+            pass
+        t0 = pc()
+        tick(x)
+        end[i] = pc()
+        release[i], start[i] = due, t0
+        due += period_ns
+    return release, start, end
+
+
+def chunk_sizes(steps: int, rounds: int) -> list[int]:
+    rounds = max(1, min(rounds, steps))
+    return [steps // rounds + (r < steps % rounds) for r in range(rounds)]
+
+
+def measure(
+    targets: list[Target], steps: int, warmup: int, rounds: int, rate: float | None = None, progress=None
+):
+    """Warm every live target, then time `steps` ticks each in interleaved rounds. Fills .ns / .paced."""
+    live = [t for t in targets if t.status == "ok"]
+    period = round(1e9 / rate) if rate else None
+
+    def rows(t, lo, hi):  # the inputs of ticks lo..hi-1, cycled: (I,) views for one stream, else (N, I)
+        xs = t.xs[:, 0] if len(t.streams) == 1 else t.xs
+        return [xs[i % len(xs)] for i in range(lo, hi)]
+
+    def guarded(t, fn):
+        try:
+            fn()
+        except Exception as e:  # a backend failing mid-run is reported, the others carry on
+            t.status, t.detail = "error", f"failed while stepping: {type(e).__name__}: {e}"
+
+    for t in live:
+        guarded(t, lambda t=t: time_back_to_back(tick_fn(t.streams), rows(t, 0, warmup)))
+    pos = warmup
+    for r, size in enumerate(chunk_sizes(steps, rounds)):
+        k = r % max(1, len(live))
+        for t in live[k:] + live[:k]:  # rotate the order: no backend always runs right after another
+            if t.status != "ok":
+                continue
+
+            def chunk(t=t, pos=pos, size=size):
+                tick = tick_fn(t.streams)
+                time_back_to_back(tick, rows(t, pos - min(warmup, REWARM), pos))
+                if period:
+                    t.paced.append(time_paced(tick, rows(t, pos, pos + size), period))
+                else:
+                    t.ns.append(time_back_to_back(tick, rows(t, pos, pos + size)))
+
+            guarded(t, chunk)
+            if progress:
+                progress(size, f"round {r + 1}: {t.label}")
+        pos += size
+
+
+def results_of(t: Target, rate: float | None) -> dict:
+    """Summary statistics of one target (and the raw per-tick samples for re-analysis)."""
+    n_streams = len(t.streams) or 1
+    if t.paced:
+        rel, st, en = (np.concatenate(a) for a in zip(*t.paced))
+        ns = en - st
+    else:
+        ns = np.concatenate(t.ns) if t.ns else np.empty(0, np.int64)
+    out = {"label": t.label, "backend": t.backend, "status": t.status, "detail": t.detail}
+    if t.status != "ok" or len(ns) == 0:
+        return out
+    out["latency"] = stats.summarize(ns, per_tick=n_streams)
+    if t.paced:
+        out["deadline"] = stats.deadline_stats(rel, st, en, round(1e9 / rate))
+    out["samples_ns"] = ns.tolist()
+    return out
+
+
+class Progress:
+    """tqdm on stderr if installed, else one self-overwriting stderr line."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.bar = None
+        self.enabled, self.total, self.done, self.desc = enabled, total, 0, desc
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="step", leave=False)
+            except ImportError:
+                pass
+
+    def __call__(self, n: int, note: str = "") -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(note, refresh=False)
+            self.bar.update(n)
+        elif self.enabled:
+            print(f"\r{self.desc}: {self.done}/{self.total} {note:40s}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------
+# cold start and memory: one fresh interpreter per backend
+
+COLD_CHILD = r"""
+import json, sys, time
+t_code = time.monotonic_ns()
+
+def status_mb(key):  # VmRSS / VmHWM from /proc (Linux); None elsewhere
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+bundle, backend, threads, lib = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+out = {"t_code": t_code}
+try:
+    import numpy as np
+    out["t_numpy"], out["rss_numpy_mb"] = time.monotonic_ns(), status_mb("VmRSS")
+    if lib:
+        __import__(lib)
+    if backend == "torch":
+        from rnnedge.devices.bench import open_model as load
+    else:
+        from rnnedge.runtime import load
+    out["t_import"] = time.monotonic_ns()
+    model = load(bundle, backend=backend, threads=threads)
+    out["t_load"] = time.monotonic_ns()
+    y = model.stream().step(np.zeros(model.input_size, np.float32))
+    out["t_first"], out["rss_first_mb"] = time.monotonic_ns(), status_mb("VmRSS")
+    peak = status_mb("VmHWM")
+    if peak is None:
+        import resource
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+        peak = kb / 1024
+    out["peak_rss_mb"] = peak
+except Exception as e:
+    out["error"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def cold_start(bundle_path, backend: str, threads: int = 1, timeout: float = 600) -> dict:
+    """Spawn `python -c` and time process start -> import -> load -> first output; read its RSS.
+
+    resident_mb = RSS after load + first step minus RSS after importing numpy: the backend library's and
+    the model's own cost on top of the minimum any Python + numpy application already pays.
+    """
+    cmd = [
+        sys.executable,
+        "-c",
+        COLD_CHILD,
+        str(bundle_path),
+        backend,
+        str(threads or 1),
+        LIBRARY.get(backend, ""),
+    ]
+    t0 = time.monotonic_ns()  # CLOCK_MONOTONIC is system-wide, so the child's stamps are comparable
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    try:
+        c = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        return {"error": f"child exited with {p.returncode}: " + " | ".join(tail)}
+    if "error" in c:
+        return {"error": c["error"]}
+    ms = lambda a, b: (c[b] - a) / 1e6  # noqa: E731
+    rss = c.get("rss_first_mb"), c.get("rss_numpy_mb")
+    return {
+        "total_ms": ms(t0, "t_first"),
+        "python_ms": ms(t0, "t_code"),  # interpreter start-up (site, .pth files)
+        "import_ms": ms(c["t_code"], "t_import"),  # numpy + the backend's library + rnnedge
+        "load_ms": ms(c["t_import"], "t_load"),  # read + verify the bundle, build the session/interpreter
+        "first_step_ms": ms(c["t_load"], "t_first"),
+        "rss_after_numpy_mb": rss[1],
+        "rss_after_first_step_mb": rss[0],
+        "resident_mb": rss[0] - rss[1] if None not in rss else None,
+        "peak_rss_mb": c.get("peak_rss_mb"),
+    }
+
+
+def cold_starts(bundle_path, backends: list[str], threads: int, runs: int, progress=None) -> dict:
+    """`runs` cold starts per backend, interleaved; the median run (by total time) is reported."""
+    got: dict[str, list] = {b: [] for b in backends}
+    for _ in range(runs):
+        for b in backends:
+            got[b].append(cold_start(bundle_path, b, threads))
+            if progress:
+                progress(1, f"cold start: {b}")
+    out = {}
+    for b, rs in got.items():
+        ok = sorted((r for r in rs if "error" not in r), key=lambda r: r["total_ms"])
+        out[b] = (
+            {**ok[len(ok) // 2], "runs": len(ok), "all_total_ms": [r["total_ms"] for r in ok]}
+            if ok
+            else rs[0]
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------
+# optional: instructions per step under ARM emulation (devices/arm)
+
+
+def emulate(bundle_path, backends: list[str], cpu: str, steps: int) -> dict:
+    try:
+        from rnnedge.devices.arm.emulate import count_instructions
+    except ImportError as e:
+        return {
+            "available": False,
+            "cpu": cpu,
+            "detail": f"ARM emulation is not available in this install ({e})",
+        }
+    out = {"available": True, "cpu": cpu, "steps": steps, "backends": {}}
+    for b in backends:
+        try:
+            out["backends"][b] = count_instructions(str(bundle_path), b, cpu, steps)
+        except Exception as e:
+            out["backends"][b] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+# ----------------------------------------------------------------------------
+# the whole benchmark
+
+
+def resolve_backends(spec: str | list | None) -> list[str]:
+    if spec is None or spec == "all" or spec == ["all"]:
+        return list(ALL)
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip()]
+    bad = [n for n in names if n not in ALL and n != "all"]
+    if bad:
+        raise RnnEdgeError(f"unknown backend(s) {', '.join(bad)}: choose from {', '.join(ALL)} or all")
+    return list(ALL) if "all" in names else list(dict.fromkeys(names))
+
+
+def bundle_info(b: Bundle) -> dict:
+    m = b.model
+    macs = profiles.macs_per_step(
+        m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]
+    )
+    return {
+        "path": str(b.path),
+        "cell": b.cell,
+        "num_layers": b.num_layers,
+        "hidden_size": b.hidden_size,
+        "input_size": b.input_size,
+        "output_size": b.output_size,
+        "quant": b.quant,
+        "artifacts": sorted(b.manifest.get("artifacts", {})),
+        "macs_per_step": macs,
+        "size_class": profiles.size_class(macs),
+    }
+
+
+def bench(
+    bundle_path,
+    backends="all",
+    steps: int = 5000,
+    warmup: int = 200,
+    rounds: int = 5,
+    threads: int | None = None,
+    rate: float | None = None,
+    streams: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+    cold_runs: int = 3,
+    emulate_cpu: str | None = None,
+    emulate_steps: int = 50,
+    progress: bool = True,
+) -> dict:
+    """Measure one bundle on several backends. Returns the full results (what --json writes)."""
+    if steps < 1 or warmup < 0 or rounds < 1 or streams < 1 or (rate is not None and rate <= 0):
+        raise RnnEdgeError("need --steps >= 1, --warmup >= 0, --rounds >= 1, --streams >= 1 and --rate > 0")
+    bundle = load_bundle(bundle_path)
+    prof = profiles.load_profile(device) if device else None
+    if backends is None:  # a device profile gates its recommended backend; otherwise measure everything
+        backends = [prof["recommended"]["backend"]] if prof else "all"
+    names = resolve_backends(backends)
+    if threads is None:
+        threads = prof["recommended"]["threads"] if prof else 1
+    info = bundle_info(bundle)
+
+    targets = [open_target(bundle, b, threads, streams) for b in names]
+    xs = make_inputs(bundle, min(warmup + steps, INPUT_TICKS), streams, seed)
+    for t in targets:
+        t.xs = xs
+    live = [t.backend for t in targets if t.status == "ok"]
+    if rate and live and progress:
+        print(f"stepping at {rate:g} Hz: about {steps * len(live) / rate:.0f} s", file=sys.stderr)
+    bar = Progress(steps * len(live), "bench", progress)
+    try:
+        measure(targets, steps, warmup, rounds, rate, bar)
+    finally:
+        bar.close()
+
+    res = {
+        "tool": "rnnedge bench",
+        "machine": sysinfo.describe(),
+        "bundle": info,
+        "plan": {
+            "backends": names,
+            "steps": steps,
+            "warmup": warmup,
+            "rounds": rounds,
+            "threads": threads,
+            "streams": streams,
+            "rate_hz": rate,
+            "seed": seed,
+            "inputs_sha256": _digest(xs),
+            "timer": "time.perf_counter_ns around stream.step(x)"
+            + (" for each stream" if streams > 1 else ""),
+            "timer_overhead_ns": timer_overhead_ns(),
+            "blas_threads": blas_threads(),
+        },
+        "backends": {t.backend: results_of(t, rate) for t in targets},
+    }
+    for b, r in res["backends"].items():
+        r["parity"] = bundle.manifest.get("parity", {}).get(b)  # the export's check on this backend, if any
+    lat = {b: r["latency"] for b, r in res["backends"].items() if "latency" in r}
+    for metric in ("p50_us", "p99_us"):
+        for b, rr in stats.ratios(lat, metric).items():
+            res["backends"][b].setdefault("ratios", {})[metric] = rr
+
+    ok = [b for b in names if "latency" in res["backends"][b]]
+    if cold_runs > 0 and ok:
+        bar = Progress(cold_runs * len(ok), "cold start", progress)
+        try:
+            for b, c in cold_starts(bundle.path, ok, threads, cold_runs, bar).items():
+                res["backends"][b]["cold_start"] = c
+        finally:
+            bar.close()
+    if prof:
+        res["gate"] = gate(prof, info, res["backends"], rate)
+    if emulate_cpu is not None:
+        cpu = emulate_cpu or (prof or {}).get("emulation", {}).get("qemu_cpu") or "cortex-a72"
+        res["emulation"] = emulate(bundle.path, [b for b in ok if b != "torch"], cpu, emulate_steps)
+        if prof and "emulation" in prof:
+            res["emulation"]["profile"] = {"name": prof["name"], **prof["emulation"], "cpu": prof["cpu"]}
+    return res
+
+
+def gate(prof: dict, info: dict, backends: dict, rate: float | None) -> dict:
+    """Check every measured backend's tail against the device budget. No measured backend = failed gate."""
+    budget = profiles.budget_for(prof, info["macs_per_step"], rate)
+    arch = sysinfo.platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
+    out = {"profile": prof["name"], "budget": budget, "basis": prof["budgets"]["basis"], "backends": {}}
+    out["machine_matches"] = arch == prof["cpu"]["arch"]
+    for b, r in backends.items():
+        if "latency" in r:
+            fails = profiles.check(budget, r["latency"], r.get("deadline"))
+        else:
+            fails = [f"not measured ({r['status']}: {r['detail']})"]
+        out["backends"][b] = {"ok": not fails, "failures": fails}
+    out["ok"] = bool(out["backends"]) and all(v["ok"] for v in out["backends"].values())
+    return out
+
+
+def blas_threads() -> dict | None:
+    """numpy's BLAS thread pools (the native backend's matvecs), if threadpoolctl is installed to ask."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return {i["internal_api"]: i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"}
+
+
+def timer_overhead_ns(n: int = 2000) -> int:
+    pc = time.perf_counter_ns
+    d = []
+    for _ in range(n):
+        t0 = pc()
+        d.append(pc() - t0)
+    return int(np.median(d))
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------
+# report
+
+
+def _f(v, nd=1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:,.{nd}f}" if abs(v) < 1e5 else f"{v:,.0f}"
+
+
+def table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Plain text table: the first `left` columns left-aligned, the rest right-aligned."""
+    w = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w[i]) if i < left else str(c).rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
+    return "\n".join([fmt(header), "  ".join("-" * x for x in w), *map(fmt, rows)])
+
+
+def format_report(res: dict) -> str:
+    b, plan = res["bundle"], res["plan"]
+    lines = [sysinfo.format_machine(res["machine"])]
+    lines.append(
+        f"bundle:  {b['path']} ({b['cell']} {b['num_layers']}x{b['hidden_size']}, in {b['input_size']}, "
+        f"out {b['output_size']}, {b['quant']}; {b['macs_per_step'] / 1e3:.1f} k MAC/step, "
+        f"class {b['size_class']})"
+    )
+    mode = f"paced at {plan['rate_hz']:g} Hz" if plan["rate_hz"] else "back to back"
+    lines.append(
+        f"plan:    {plan['steps']} steps x {plan['streams']} stream(s), {mode}, warmup {plan['warmup']}, "
+        f"{plan['rounds']} interleaved rounds, {plan['threads']} thread(s), seed {plan['seed']} "
+        f"(inputs {plan['inputs_sha256']}); timer overhead {plan['timer_overhead_ns']} ns"
+    )
+    if plan.get("blas_threads"):
+        blas = ", ".join(f"{k} {v}" for k, v in plan["blas_threads"].items())
+        lines[-1] += f"; numpy BLAS threads: {blas}"
+    per = "tick of all streams" if plan["streams"] > 1 else "stream.step(x)"
+    lines += ["", f"latency per {per}, us"]
+    rows, notes = [], []
+    for name, r in res["backends"].items():
+        if "latency" not in r:
+            rows.append([name, r["status"]] + [""] * 10)
+            notes.append(f"  {name}: {r['detail']}")
+            continue
+        s, rat = r["latency"], r.get("ratios", {}).get("p50_us", {})
+        par = r.get("parity")
+        rows.append(
+            [name, "ok" if par is None or par.get("ok") else "PARITY FAILED"]
+            + [_f(s[stats.pkey(q)]) for q in stats.PERCENTILES]
+            + [_f(s["max_us"]), _f(s["mean_us"]), _f(s["std_us"]), _f(s["steps_per_s"], 0)]
+            + [_f(rat.get("vs_fastest"), 2), _f(rat.get("vs_native"), 2)]
+        )
+    hdr = [
+        "backend",
+        "status",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "mean",
+        "std",
+        "steps/s",
+        "x fastest",
+        "x native",
+    ]
+    lines.append(table(hdr, rows, left=2))
+    lines += notes
+    if plan["steps"] < 10_000:
+        above = (
+            f"only {plan['steps'] // 1000} step(s) lie above it" if plan["steps"] >= 1000 else "it is the max"
+        )
+        lines.append(
+            f"  p99.9 of {plan['steps']} steps: {above}; use --steps 10000 or more for a stable p99.9"
+        )
+
+    deadlines = {n: r["deadline"] for n, r in res["backends"].items() if "deadline" in r}
+    if deadlines:
+        lines += ["", f"deadlines at {plan['rate_hz']:g} Hz (period {1e6 / plan['rate_hz']:,.0f} us)"]
+        rows = [
+            [n, d["ticks"], d["misses"], f"{d['miss_rate']:.3%}", _f(d["worst_lateness_us"])]
+            + [_f(d["release_jitter_p99_us"]), _f(d["release_jitter_max_us"])]
+            for n, d in deadlines.items()
+        ]
+        hdr = ["backend", "ticks", "missed", "miss rate", "worst late us", "start jitter p99", "max"]
+        lines.append(table(hdr, rows))
+
+    colds = {n: r["cold_start"] for n, r in res["backends"].items() if "cold_start" in r}
+    if colds:
+        lines += ["", "cold start (fresh process, median run) and memory"]
+        rows = []
+        for n, c in colds.items():
+            if "error" in c:
+                rows.append([n, "error: " + c["error"]] + [""] * 6)
+                continue
+            rows.append(
+                [n, _f(c["total_ms"]), _f(c["python_ms"]), _f(c["import_ms"]), _f(c["load_ms"])]
+                + [_f(c["first_step_ms"], 2), _f(c["resident_mb"]), _f(c["peak_rss_mb"])]
+            )
+        hdr = ["backend", "total ms", "python", "import", "load", "1st step", "resident MB", "peak RSS MB"]
+        lines.append(table(hdr, rows))
+        lines.append("  resident = RSS after load + first step - RSS after `import numpy`")
+
+    if "gate" in res:
+        g = res["gate"]
+        bud = g["budget"]
+        lim = (
+            f"p99 <= {bud['p99_us']:.4g} us ({bud['p99_from']})"
+            if bud["p99_us"] is not None
+            else bud["p99_from"]
+        )
+        lines += ["", f"device {g['profile']} ({g['basis']} budget, class {bud['size_class']}): {lim}"]
+        if bud["rate_hz"]:
+            lines[-1] += f", misses <= {bud['max_miss_rate']:.2%}"
+        if not g.get("machine_matches", True):
+            lines.append(f"  (measured on {res['machine']['machine']}, not on the profile's CPU)")
+        for n, v in g["backends"].items():
+            lines.append(f"  {n}: " + ("PASS" if v["ok"] else "FAIL: " + "; ".join(v["failures"])))
+        lines.append(f"gate: {'PASS' if g['ok'] else 'FAIL'}")
+
+    if "emulation" in res:
+        lines += [""] + format_emulation(res["emulation"])
+    return "\n".join(lines)
+
+
+def format_emulation(e: dict) -> list[str]:
+    if not e["available"]:
+        return [f"emulated {e['cpu']}: not available ({e['detail']})"]
+    prof = e.get("profile")
+    lines = [f"emulated {e['cpu']} ({e['steps']} steps): instructions per stream.step(x)"]
+    for b, r in e["backends"].items():
+        n = r.get("instructions_per_step", r.get("per_step"))
+        if r.get("status", "ok") != "ok" or not isinstance(n, (int, float)):
+            lines.append(f"  {b}: {r.get('status', 'error')}: {r.get('error') or r.get('detail') or r}")
+            continue
+        line = f"  {b}: {n:,.0f}"
+        if prof and prof.get("ipc_assumed") and prof["cpu"].get("clock_mhz"):
+            us = n / (prof["ipc_assumed"] * prof["cpu"]["clock_mhz"])
+            line += (
+                f"  (~{us:,.0f} us on {prof['name']} at an assumed IPC of {prof['ipc_assumed']:g}: a guess)"
+            )
+        lines.append(line)
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# short tables for the demo and scripts
+
+
+def latency_table(
+    bundles,
+    backends=("native", "onnxruntime", "litert", "torch"),
+    steps: int = 2000,
+    warmup: int = 100,
+    rounds: int = 5,
+    threads: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+) -> str:
+    """Per-step latency (p50 / p99 us) of several bundles x backends, measured interleaved in one run.
+
+    bundles: paths, or rnnedge.runtime.Model objects (measured on their own backend). Rows = bundles, columns
+    = backends; a backend that is not installed or has no artifact in a bundle shows as '-' with a note.
+    """
+    cells = measure_matrix(bundles, backends, steps, warmup, rounds, threads, seed, progress)
+    rows_, cols = list(dict.fromkeys(r for r, _ in cells)), list(dict.fromkeys(c for _, c in cells))
+    rows, notes = [], {}
+    for r in rows_:
+        row = [r]
+        for c in cols:
+            t = cells.get((r, c))
+            if t is None or t.status != "ok" or not t.ns:
+                row.append("-")
+                if t is not None and t.status != "ok":
+                    notes.setdefault(f"{c}: {t.status}", t.detail)
+                continue
+            s = stats.summarize(np.concatenate(t.ns))
+            row.append(f"{s['p50_us']:.1f} / {s['p99_us']:.1f}")
+        rows.append(row)
+    out = table(["bundle  (p50 / p99 us per step)"] + cols, rows)
+    for k, v in notes.items():
+        out += f"\n  {k} ({v.splitlines()[0][:150]})"
+    return out
+
+
+def measure_matrix(bundles, backends, steps, warmup, rounds=5, threads=1, seed=0, progress=False) -> dict:
+    """Open every bundle x backend (or take the given Models) and measure all of them interleaved in one run.
+
+    Returns {(bundle label, backend): Target}, in order; targets carry .status, .detail and .ns chunks.
+    """
+    cells = {}
+    for item in bundles:
+        bundle = item.bundle if isinstance(item, Model) else load_bundle(item)
+        label = describe_bundle(bundle)
+        names = [item.backend_name] if isinstance(item, Model) else list(backends)
+        while any((label, b) in cells for b in names):  # two bundles that describe alike: keep both rows
+            label += "'"
+        if isinstance(item, Model):
+            group = [
+                Target(bundle, item.backend_name, f"{label} {item.backend_name}", streams=[item.stream()])
+            ]
+        else:
+            group = [open_target(bundle, b, threads, label=f"{label} {b}") for b in backends]
+        xs = make_inputs(bundle, min(warmup + steps, INPUT_TICKS), 1, seed)
+        for t in group:
+            t.xs = xs
+            cells[(label, t.backend)] = t
+    targets = list(cells.values())
+    bar = Progress(steps * sum(t.status == "ok" for t in targets), "latency", progress)
+    try:
+        measure(targets, steps, warmup, rounds, None, bar)
+    finally:
+        bar.close()
+    return cells
+
+
+def describe_bundle(b: Bundle) -> str:
+    layers = f"{b.num_layers}x" if b.num_layers > 1 else ""
+    return f"{b.cell} {layers}H={b.hidden_size} {b.quant}"
+
+
+# ----------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench",
+        help="per-step latency, tail, memory and cold start of a bundle on every backend",
+        description="Measure the streaming loop an application runs (stream.step(x), one sample at a time)\n"
+        "on each backend, side by side: p50/p90/p99/p99.9/max, steps/s, cold start and memory (a fresh\n"
+        "process per backend), deadline misses at a sample rate, and a pass/fail gate against a device\n"
+        "profile's latency budget.",
+        epilog="examples:\n"
+        "  rnnedge bench runs/har/bundle-int8\n"
+        "  rnnedge bench BUNDLE --backend native,litert --steps 20000 --json out.json --plot cdf.png\n"
+        "  rnnedge bench BUNDLE --device pi4 --rate 100    # exit code 1 if the budget is missed\n"
+        f"device profiles: {', '.join(profiles.known())} (or a path to a profile .json)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    arg = p.add_argument
+    arg("bundle", help="bundle folder (from `rnnedge export`)")
+    arg("--backend", help=f"comma-separated: {','.join(ALL)} or all (default: all; with --device: "
+        "the profile's recommended backend)")  # fmt: skip
+    arg("--steps", type=int, default=5000, help="timed steps per backend (default 5000; use 10000+ for "
+        "a stable p99.9)")  # fmt: skip
+    arg("--warmup", type=int, default=200, help="untimed steps per backend first (default 200)")
+    arg("--rounds", type=int, default=5, help="interleaved rounds the steps are split into (default 5)")
+    arg("--threads", type=int, help="intra-op threads for ORT/TFLite/torch (default 1, or the profile's)")
+    arg("--rate", type=float, metavar="HZ", help="step at this sample rate and count deadline misses "
+        "(default: back to back)")  # fmt: skip
+    arg("--streams", type=int, default=1, metavar="N", help="N streams stepped together per tick")
+    arg("--seed", type=int, default=0, help="seed of the input samples (default 0)")
+    arg("--device", metavar="PROFILE", help="device profile name or .json path: check the tail against "
+        "its budget, exit 1 on a miss")  # fmt: skip
+    arg("--cold-runs", type=int, default=3, metavar="K", help="fresh-process cold starts per backend, "
+        "median reported (default 3; 0 skips them)")  # fmt: skip
+    arg("--emulate", nargs="?", const="", metavar="CPU", help="also count instructions per step under "
+        "qemu, e.g. cortex-a72 (default: the profile's CPU)")  # fmt: skip
+    arg("--emulate-steps", type=int, default=50, help="steps to run under emulation (default 50)")
+    arg("--json", metavar="FILE", help="write the full results, raw samples included")
+    arg("--plot", metavar="FILE", help="write a PNG of the latency CDFs (needs matplotlib)")
+    arg("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """0 = measured (and the device gate passed); 1 = gate failed or nothing measured; 2 = bad input."""
+    try:
+        res = bench(
+            args.bundle,
+            backends=args.backend,
+            steps=args.steps,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            threads=args.threads,
+            rate=args.rate,
+            streams=args.streams,
+            seed=args.seed,
+            device=args.device,
+            cold_runs=args.cold_runs,
+            emulate_cpu=args.emulate,
+            emulate_steps=args.emulate_steps,
+            progress=not args.quiet,
+        )
+    except RnnEdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        from .plot import plot_cdf
+
+        try:
+            plot_cdf(res, args.plot)
+            print(f"wrote {args.plot}")
+        except MissingDependency as e:
+            print(f"no plot: {e}", file=sys.stderr)
+    if not any("latency" in r for r in res["backends"].values()):
+        print("error: no backend could be measured (see the status column)", file=sys.stderr)
+        return 1
+    return 0 if res.get("gate", {}).get("ok", True) else 1
+
+
+def main(argv=None) -> int:
+    """`python -m rnnedge.devices.bench BUNDLE ...` (the same as `rnnedge bench`)."""
+    parser = argparse.ArgumentParser(prog="rnnedge")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
