@@ -26,7 +26,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 import torch
-from rnnedge.devices import bench, profiles, stats, sysinfo
+from rnnedge.devices import bench, profiles, report, stats, sysinfo
 from rnnedge.export import quantize
 from rnnedge.export.exporter import FORMATS, ExportJob, export, format_module
 from rnnedge.runtime import load_bundle
@@ -34,14 +34,6 @@ from rnnedge.runtime.errors import RnnEdgeError
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 INPUT, OUTPUT = 40, 12
-# which bundle (format) each backend reads
-FORMAT_OF = {
-    "native": "native",
-    "torch": "native",
-    "onnxruntime": "onnx",
-    "litert": "tflite",
-    "tflite-runtime": "tflite",
-}
 
 
 def make_job(cell: str, hidden: int, scheme: str, seed: int = 0) -> ExportJob:
@@ -110,7 +102,7 @@ def main(argv=None) -> int:
                 row = (cell, hidden, scheme)
                 rows.append(row)
                 paths = {}
-                for fmt in dict.fromkeys(FORMAT_OF[b] for b in backends):
+                for fmt in dict.fromkeys(bench.ARTIFACT[b] for b in backends):
                     if fmt not in formats:
                         continue
                     print(f"bundle {cell} H={hidden} {scheme} {fmt}", file=sys.stderr)
@@ -118,9 +110,9 @@ def main(argv=None) -> int:
                     if why:
                         failures[(row, fmt)] = why
                 for b in backends:
-                    if paths.get(FORMAT_OF[b]) is None:
+                    if paths.get(bench.ARTIFACT[b]) is None:
                         continue
-                    bundle = load_bundle(paths[FORMAT_OF[b]])
+                    bundle = load_bundle(paths[bench.ARTIFACT[b]])
                     t = bench.open_target(bundle, b, threads=1, label=f"{cell}-{hidden}-{scheme} {b}")
                     t.xs = bench.make_inputs(
                         bundle, min(args.warmup + args.steps, bench.INPUT_TICKS), 1, args.seed
@@ -160,7 +152,7 @@ def main(argv=None) -> int:
             if t is None or t.status != "ok" or not t.ns:
                 line.append("-")
                 why = (
-                    failures.get((row, FORMAT_OF[b]))
+                    failures.get((row, bench.ARTIFACT[b]))
                     or (t and f"{t.status}: {t.detail}")
                     or "format not available"
                 )
@@ -174,7 +166,7 @@ def main(argv=None) -> int:
             }
             line.append(f"{s['p50_us']:.1f} / {s['p99_us']:.1f}")
         table.append(line)
-    print(bench.table(["model", "scheme", "MAC", *cols], table, left=2))
+    print(report.table(["model", "scheme", "MAC", *cols], table, left=2))
     for b, whys in notes.items():
         for why, where in whys.items():
             print(f"  {b}: {why}  [{len(where)} bundle(s), e.g. {where[0]}]")

@@ -13,115 +13,43 @@ How it measures, and why:
 - with --rate, a fixed schedule like a sensor loop (sleep until just before each tick, spin the last 100 us),
   counting ticks that finish after the next one is due.
 
-Python API: bench(...) -> results dict; format_report(results); latency_table(...) for short tables.
+Modules: this one holds the measurement core, bench() and the CLI; torch_baseline.py the eager PyTorch
+baseline, coldstart.py the fresh-process cold start, report.py the text report, stats.py the statistics.
+Python API: bench(...) -> results dict; report.format_report(results); latency_table(...) for short tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
-import subprocess
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rnnedge.runtime.backends import open_backend
 from rnnedge.runtime.bundle import Bundle, load_bundle
-from rnnedge.runtime.errors import BundleError, MissingDependency, RnnEdgeError, require
+from rnnedge.runtime.errors import BundleError, MissingDependency, RnnEdgeError
 from rnnedge.runtime.stream import Model
 
 from . import profiles, stats, sysinfo
+from .coldstart import cold_starts
+from .report import format_report, table
+from .torch_baseline import BACKENDS as ALL
+from .torch_baseline import open_model
 
-ALL = ("native", "onnxruntime", "litert", "tflite-runtime", "torch")
-ARTIFACT = {
+ARTIFACT = {  # the bundle artifact (export format) each backend reads
     "native": "native",
     "torch": "native",
     "onnxruntime": "onnx",
     "litert": "tflite",
     "tflite-runtime": "tflite",
 }
-LIBRARY = {
-    "onnxruntime": "onnxruntime",
-    "litert": "ai_edge_litert.interpreter",
-    "tflite-runtime": "tflite_runtime.interpreter",
-    "torch": "torch",
-}
 SPIN_NS = 100_000  # paced mode: busy-wait the last 100 us before a tick (sleep() overshoots by 50-100 us)
 REWARM = 20  # untimed steps before every chunk: the backend that ran before evicted this one's caches
 INPUT_TICKS = 8192  # distinct input samples per stream (cycled), bounds memory for long runs
-
-
-# ----------------------------------------------------------------------------
-# the eager PyTorch baseline: what a user would deploy without rnnedge
-
-
-class TorchBackend:
-    """The bundle's folded float weights in a torch RecurrentModel, one sample per call, state carried."""
-
-    name = "torch"
-
-    def __init__(self, bundle: Bundle, threads: int | None = 1):
-        torch = require("torch", "PyTorch (the eager baseline)", "'rnnedge[export]'")
-        from rnnedge.export.reference import model_from_weights
-        from rnnedge.train.model import ModelConfig
-
-        if threads:
-            torch.set_num_threads(threads)
-        m = bundle.model
-        self.cfg = ModelConfig(
-            m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]
-        )
-        self.module = model_from_weights(self.cfg, bundle.weights())
-        self.torch = torch
-
-    def runner(self) -> TorchRunner:
-        return TorchRunner(self)
-
-
-class TorchRunner:
-    def __init__(self, net: TorchBackend):
-        self.net, self.torch, self.state = net, net.torch, None
-
-    def step(self, x: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            y, self.state = self.net.module(self.torch.from_numpy(x)[None, None], self.state)  # (1, 1, I)
-        return y[0, 0].numpy()  # (O,)
-
-    def reset(self) -> None:
-        self.state = None
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        from rnnedge.train.model import state_to_named
-
-        cfg = self.net.cfg
-        if self.state is None:
-            return {s.input: np.zeros((1, cfg.hidden_size), np.float32) for s in self._specs()}
-        return {k: v.numpy().copy() for k, v in state_to_named(cfg, self.state).items()}
-
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        from rnnedge.train.model import named_to_state
-
-        self.state = named_to_state(
-            self.net.cfg, {k: self.torch.from_numpy(v.copy()) for k, v in state.items()}
-        )
-
-    def _specs(self):
-        from rnnedge.runtime.bundle import state_specs
-
-        c = self.net.cfg
-        return state_specs(c.cell, c.num_layers, c.hidden_size)
-
-
-def open_model(bundle: Bundle | str | Path, backend: str, threads: int | None = 1) -> Model:
-    """rnnedge.runtime.load plus the 'torch' baseline backend."""
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
-    if backend == "torch":
-        return Model(bundle, TorchBackend(bundle, threads), "torch")
-    return Model(bundle, open_backend(backend, bundle, threads), backend)
 
 
 # ----------------------------------------------------------------------------
@@ -314,112 +242,6 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------
-# cold start and memory: one fresh interpreter per backend
-
-COLD_CHILD = r"""
-import json, sys, time
-t_code = time.monotonic_ns()
-
-def status_mb(key):  # VmRSS / VmHWM from /proc (Linux); None elsewhere
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-bundle, backend, threads, lib = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-out = {"t_code": t_code}
-try:
-    import numpy as np
-    out["t_numpy"], out["rss_numpy_mb"] = time.monotonic_ns(), status_mb("VmRSS")
-    if lib:
-        __import__(lib)
-    if backend == "torch":
-        from rnnedge.devices.bench import open_model as load
-    else:
-        from rnnedge.runtime import load
-    out["t_import"] = time.monotonic_ns()
-    model = load(bundle, backend=backend, threads=threads)
-    out["t_load"] = time.monotonic_ns()
-    y = model.stream().step(np.zeros(model.input_size, np.float32))
-    out["t_first"], out["rss_first_mb"] = time.monotonic_ns(), status_mb("VmRSS")
-    peak = status_mb("VmHWM")
-    if peak is None:
-        import resource
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
-        peak = kb / 1024
-    out["peak_rss_mb"] = peak
-except Exception as e:
-    out["error"] = f"{type(e).__name__}: {e}"
-print(json.dumps(out))
-"""
-
-
-def cold_start(bundle_path, backend: str, threads: int = 1, timeout: float = 600) -> dict:
-    """Spawn `python -c` and time process start -> import -> load -> first output; read its RSS.
-
-    resident_mb = RSS after load + first step minus RSS after importing numpy: the backend library's and
-    the model's own cost on top of the minimum any Python + numpy application already pays.
-    """
-    cmd = [
-        sys.executable,
-        "-c",
-        COLD_CHILD,
-        str(bundle_path),
-        backend,
-        str(threads or 1),
-        LIBRARY.get(backend, ""),
-    ]
-    t0 = time.monotonic_ns()  # CLOCK_MONOTONIC is system-wide, so the child's stamps are comparable
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    try:
-        c = json.loads(p.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"error": f"child exited with {p.returncode}: " + " | ".join(tail)}
-    if "error" in c:
-        return {"error": c["error"]}
-    ms = lambda a, b: (c[b] - a) / 1e6  # noqa: E731
-    rss = c.get("rss_first_mb"), c.get("rss_numpy_mb")
-    return {
-        "total_ms": ms(t0, "t_first"),
-        "python_ms": ms(t0, "t_code"),  # interpreter start-up (site, .pth files)
-        "import_ms": ms(c["t_code"], "t_import"),  # numpy + the backend's library + rnnedge
-        "load_ms": ms(c["t_import"], "t_load"),  # read + verify the bundle, build the session/interpreter
-        "first_step_ms": ms(c["t_load"], "t_first"),
-        "rss_after_numpy_mb": rss[1],
-        "rss_after_first_step_mb": rss[0],
-        "resident_mb": rss[0] - rss[1] if None not in rss else None,
-        "peak_rss_mb": c.get("peak_rss_mb"),
-    }
-
-
-def cold_starts(bundle_path, backends: list[str], threads: int, runs: int, progress=None) -> dict:
-    """`runs` cold starts per backend, interleaved; the median run (by total time) is reported."""
-    got: dict[str, list] = {b: [] for b in backends}
-    for _ in range(runs):
-        for b in backends:
-            got[b].append(cold_start(bundle_path, b, threads))
-            if progress:
-                progress(1, f"cold start: {b}")
-    out = {}
-    for b, rs in got.items():
-        ok = sorted((r for r in rs if "error" not in r), key=lambda r: r["total_ms"])
-        out[b] = (
-            {**ok[len(ok) // 2], "runs": len(ok), "all_total_ms": [r["total_ms"] for r in ok]}
-            if ok
-            else rs[0]
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------
 # optional: instructions per step under ARM emulation (devices/arm)
 
 
@@ -565,7 +387,7 @@ def bench(
 def gate(prof: dict, info: dict, backends: dict, rate: float | None) -> dict:
     """Check every measured backend's tail against the device budget. No measured backend = failed gate."""
     budget = profiles.budget_for(prof, info["macs_per_step"], rate)
-    arch = sysinfo.platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
+    arch = platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
     out = {"profile": prof["name"], "budget": budget, "basis": prof["budgets"]["basis"], "backends": {}}
     out["machine_matches"] = arch == prof["cpu"]["arch"]
     for b, r in backends.items():
@@ -597,154 +419,7 @@ def timer_overhead_ns(n: int = 2000) -> int:
 
 
 def _digest(a: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(a.tobytes()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------
-# report
-
-
-def _f(v, nd=1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    return f"{v:,.{nd}f}" if abs(v) < 1e5 else f"{v:,.0f}"
-
-
-def table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """Plain text table: the first `left` columns left-aligned, the rest right-aligned."""
-    w = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w[i]) if i < left else str(c).rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
-    return "\n".join([fmt(header), "  ".join("-" * x for x in w), *map(fmt, rows)])
-
-
-def format_report(res: dict) -> str:
-    b, plan = res["bundle"], res["plan"]
-    lines = [sysinfo.format_machine(res["machine"])]
-    lines.append(
-        f"bundle:  {b['path']} ({b['cell']} {b['num_layers']}x{b['hidden_size']}, in {b['input_size']}, "
-        f"out {b['output_size']}, {b['quant']}; {b['macs_per_step'] / 1e3:.1f} k MAC/step, "
-        f"class {b['size_class']})"
-    )
-    mode = f"paced at {plan['rate_hz']:g} Hz" if plan["rate_hz"] else "back to back"
-    lines.append(
-        f"plan:    {plan['steps']} steps x {plan['streams']} stream(s), {mode}, warmup {plan['warmup']}, "
-        f"{plan['rounds']} interleaved rounds, {plan['threads']} thread(s), seed {plan['seed']} "
-        f"(inputs {plan['inputs_sha256']}); timer overhead {plan['timer_overhead_ns']} ns"
-    )
-    if plan.get("blas_threads"):
-        blas = ", ".join(f"{k} {v}" for k, v in plan["blas_threads"].items())
-        lines[-1] += f"; numpy BLAS threads: {blas}"
-    per = "tick of all streams" if plan["streams"] > 1 else "stream.step(x)"
-    lines += ["", f"latency per {per}, us"]
-    rows, notes = [], []
-    for name, r in res["backends"].items():
-        if "latency" not in r:
-            rows.append([name, r["status"]] + [""] * 10)
-            notes.append(f"  {name}: {r['detail']}")
-            continue
-        s, rat = r["latency"], r.get("ratios", {}).get("p50_us", {})
-        par = r.get("parity")
-        rows.append(
-            [name, "ok" if par is None or par.get("ok") else "PARITY FAILED"]
-            + [_f(s[stats.pkey(q)]) for q in stats.PERCENTILES]
-            + [_f(s["max_us"]), _f(s["mean_us"]), _f(s["std_us"]), _f(s["steps_per_s"], 0)]
-            + [_f(rat.get("vs_fastest"), 2), _f(rat.get("vs_native"), 2)]
-        )
-    hdr = [
-        "backend",
-        "status",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-        "mean",
-        "std",
-        "steps/s",
-        "x fastest",
-        "x native",
-    ]
-    lines.append(table(hdr, rows, left=2))
-    lines += notes
-    if plan["steps"] < 10_000:
-        above = (
-            f"only {plan['steps'] // 1000} step(s) lie above it" if plan["steps"] >= 1000 else "it is the max"
-        )
-        lines.append(
-            f"  p99.9 of {plan['steps']} steps: {above}; use --steps 10000 or more for a stable p99.9"
-        )
-
-    deadlines = {n: r["deadline"] for n, r in res["backends"].items() if "deadline" in r}
-    if deadlines:
-        lines += ["", f"deadlines at {plan['rate_hz']:g} Hz (period {1e6 / plan['rate_hz']:,.0f} us)"]
-        rows = [
-            [n, d["ticks"], d["misses"], f"{d['miss_rate']:.3%}", _f(d["worst_lateness_us"])]
-            + [_f(d["release_jitter_p99_us"]), _f(d["release_jitter_max_us"])]
-            for n, d in deadlines.items()
-        ]
-        hdr = ["backend", "ticks", "missed", "miss rate", "worst late us", "start jitter p99", "max"]
-        lines.append(table(hdr, rows))
-
-    colds = {n: r["cold_start"] for n, r in res["backends"].items() if "cold_start" in r}
-    if colds:
-        lines += ["", "cold start (fresh process, median run) and memory"]
-        rows = []
-        for n, c in colds.items():
-            if "error" in c:
-                rows.append([n, "error: " + c["error"]] + [""] * 6)
-                continue
-            rows.append(
-                [n, _f(c["total_ms"]), _f(c["python_ms"]), _f(c["import_ms"]), _f(c["load_ms"])]
-                + [_f(c["first_step_ms"], 2), _f(c["resident_mb"]), _f(c["peak_rss_mb"])]
-            )
-        hdr = ["backend", "total ms", "python", "import", "load", "1st step", "resident MB", "peak RSS MB"]
-        lines.append(table(hdr, rows))
-        lines.append("  resident = RSS after load + first step - RSS after `import numpy`")
-
-    if "gate" in res:
-        g = res["gate"]
-        bud = g["budget"]
-        lim = (
-            f"p99 <= {bud['p99_us']:.4g} us ({bud['p99_from']})"
-            if bud["p99_us"] is not None
-            else bud["p99_from"]
-        )
-        lines += ["", f"device {g['profile']} ({g['basis']} budget, class {bud['size_class']}): {lim}"]
-        if bud["rate_hz"]:
-            lines[-1] += f", misses <= {bud['max_miss_rate']:.2%}"
-        if not g.get("machine_matches", True):
-            lines.append(f"  (measured on {res['machine']['machine']}, not on the profile's CPU)")
-        for n, v in g["backends"].items():
-            lines.append(f"  {n}: " + ("PASS" if v["ok"] else "FAIL: " + "; ".join(v["failures"])))
-        lines.append(f"gate: {'PASS' if g['ok'] else 'FAIL'}")
-
-    if "emulation" in res:
-        lines += [""] + format_emulation(res["emulation"])
-    return "\n".join(lines)
-
-
-def format_emulation(e: dict) -> list[str]:
-    if not e["available"]:
-        return [f"emulated {e['cpu']}: not available ({e['detail']})"]
-    prof = e.get("profile")
-    lines = [f"emulated {e['cpu']} ({e['steps']} steps): instructions per stream.step(x)"]
-    for b, r in e["backends"].items():
-        n = r.get("instructions_per_step", r.get("per_step"))
-        if r.get("status", "ok") != "ok" or not isinstance(n, (int, float)):
-            lines.append(f"  {b}: {r.get('status', 'error')}: {r.get('error') or r.get('detail') or r}")
-            continue
-        line = f"  {b}: {n:,.0f}"
-        if prof and prof.get("ipc_assumed") and prof["cpu"].get("clock_mhz"):
-            us = n / (prof["ipc_assumed"] * prof["cpu"]["clock_mhz"])
-            line += (
-                f"  (~{us:,.0f} us on {prof['name']} at an assumed IPC of {prof['ipc_assumed']:g}: a guess)"
-            )
-        lines.append(line)
-    return lines
 
 
 # ----------------------------------------------------------------------------

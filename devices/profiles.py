@@ -18,11 +18,12 @@ from pathlib import Path
 
 from rnnedge.runtime.errors import RnnEdgeError
 
+from .torch_baseline import BACKENDS
+
 FOLDER = Path(__file__).parent / "profiles"
 ISA = ("neon", "dotprod", "fp16")
 # (name, max multiply-adds per step): LSTM in 40 / out 12 is 27 k, 88 k, 306 k MAC at H = 64, 128, 256
 SIZE_CLASSES = (("tiny", 32_000), ("small", 128_000), ("medium", 512_000), ("large", math.inf))
-BACKENDS = ("native", "onnxruntime", "litert", "tflite-runtime", "torch")
 
 
 class ProfileError(RnnEdgeError):

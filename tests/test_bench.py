@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rnnedge.devices import bench, profiles, stats
+from rnnedge.devices import bench, profiles, report, stats
 from rnnedge.runtime import load_bundle
 
 torch = pytest.importorskip("torch")
@@ -38,7 +38,7 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
-    """`rnnedge bench ...` as a subprocess (the module's own entry point until the CLI wires it in)."""
+    """`rnnedge bench ...` as a subprocess (`python -m rnnedge`, the installed CLI's entry point)."""
     cmd = [sys.executable, "-m", "rnnedge", "bench", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
@@ -197,7 +197,7 @@ def test_missing_pieces_are_reported_not_raised(bundle, monkeypatch):
     assert t.status == "no artifact" and "--format onnx" in t.detail
     monkeypatch.setitem(sys.modules, "rnnedge.devices.arm.emulate", None)  # import of it now fails
     e = bench.emulate(bundle, ["native"], "cortex-a72", 10)
-    assert e["available"] is False and "not available" in bench.format_emulation(e)[0]
+    assert e["available"] is False and "not available" in report.format_emulation(e)[0]
     with pytest.raises(bench.RnnEdgeError, match="unknown backend"):
         bench.resolve_backends("native,tensorrt")
 
