@@ -123,6 +123,7 @@ def export(
                 log(f"  parity {backend:15s} {summarize(res)}")
                 if not res["ok"]:
                     failed.append(backend)
+                warn_accuracy_drop(backend, res, manifest["evaluation"], log)
         write_manifest(tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -158,6 +159,17 @@ def verify_backend(folder: Path, backend: str, reference, job: ExportJob) -> dic
         raise ExportError(f"cannot verify the export on {backend}: {e}") from e
     exact = job.scheme in quantize.WEIGHT_ONLY or backend == "native"
     return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets)
+
+
+def warn_accuracy_drop(backend: str, res: dict, evaluation: dict, log, points: float = 0.02) -> None:
+    """Parity says the backend computes the scheme; this says whether the scheme itself costs accuracy."""
+    if "accuracy" in res and "float_accuracy" in evaluation:
+        drop = evaluation["float_accuracy"] - res["accuracy"]
+        if drop > points:
+            log(
+                f"  WARNING: {backend} loses {drop:.1%} test accuracy against the float model: consider a "
+                "milder scheme (e.g. int8-dynamic, or --tflite-activations int16 for int8-static)"
+            )
 
 
 def default_reference(job: ExportJob):

@@ -135,6 +135,31 @@ def add_export(sub):
         help="TFLite interpreter(s) the file must be correct on (default: both)",
     )
     p.add_argument(
+        "--onnx-graph",
+        choices=("cell", "op"),
+        default="cell",
+        help="ONNX graph form: decomposed cell (default; ORT quantises every cell, int8-static works) or "
+        "the ONNX LSTM/GRU/RNN operator",
+    )
+    p.add_argument(
+        "--onnx-sequence",
+        action="store_true",
+        help="also write model_seq.onnx, a whole-sequence graph for offline batch inference",
+    )
+    p.add_argument(
+        "--tflite-activations",
+        choices=("int8", "int16"),
+        default="int8",
+        help="int8-static TFLite: int8 activations (a8w8, default) or int16 (a16w8: keeps a large LSTM cell "
+        "state accurate, slower kernels)",
+    )
+    p.add_argument(
+        "--tflite-weights",
+        choices=("per-channel", "per-tensor"),
+        help="TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
+        "which silently ignores per-channel hybrid scales)",
+    )
+    p.add_argument(
         "--out",
         "-o",
         type=Path,
@@ -155,7 +180,15 @@ def cmd_export(a) -> int:
         else:
             out = a.out / scheme if len(a.quant) > 1 else a.out
         print(f"exporting {a.run} as {scheme} -> {out}")
-        job = job_from_run(a.run, scheme, data=a.data, options={"tflite_target": a.target})
+        options = {
+            "tflite_target": a.target,
+            "tflite_activations": a.tflite_activations,
+            "onnx_graph": a.onnx_graph,
+            "onnx_sequence": a.onnx_sequence,
+        }
+        if a.tflite_weights:
+            options["tflite_weights"] = a.tflite_weights
+        job = job_from_run(a.run, scheme, data=a.data, options=options)
         export(job, a.format, out, force=a.force)
     return 0
 
