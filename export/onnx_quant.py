@@ -36,12 +36,21 @@ def _ort_quant():
     return q
 
 
-def dynamic(model: onnx.ModelProto, reduce_range: bool = REDUCE_RANGE) -> onnx.ModelProto:
+def _through_files(model: onnx.ModelProto, quantize) -> onnx.ModelProto:
+    """ORT's quantisers work on files: pre-process the float model into a temp file, run
+    quantize(q, src, dst), load the result."""
     q = _ort_quant()
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "float.onnx", Path(d) / "int8.onnx"
         _preprocess(q, model, src)
-        q.quantize_dynamic(
+        quantize(q, src, dst)
+        return onnx.load(dst)
+
+
+def dynamic(model: onnx.ModelProto, reduce_range: bool = REDUCE_RANGE) -> onnx.ModelProto:
+    return _through_files(
+        model,
+        lambda q, src, dst: q.quantize_dynamic(
             src,
             dst,
             op_types_to_quantize=DYNAMIC_OPS,
@@ -49,8 +58,8 @@ def dynamic(model: onnx.ModelProto, reduce_range: bool = REDUCE_RANGE) -> onnx.M
             reduce_range=reduce_range,
             weight_type=q.QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
-        )
-        return onnx.load(dst)
+        ),
+    )
 
 
 def _preprocess(q, model: onnx.ModelProto, path: Path) -> None:
@@ -76,11 +85,9 @@ def static(
     calib_inputs: dict[str, np.ndarray],  # every step input (x, h_in_0, ...) seen while streaming, (N, .)
     reduce_range: bool = REDUCE_RANGE,
 ) -> onnx.ModelProto:
-    q = _ort_quant()
-    with tempfile.TemporaryDirectory() as d:
-        src, dst = Path(d) / "float.onnx", Path(d) / "int8.onnx"
-        _preprocess(q, model, src)
-        q.quantize_static(
+    return _through_files(
+        model,
+        lambda q, src, dst: q.quantize_static(
             src,
             dst,
             _Feed(calib_inputs),
@@ -95,8 +102,8 @@ def static(
                 "CalibMovingAverage": False,  # true min/max: a moving average under-covers the state
                 "OpTypesToExcludeOutputQuantization": ["Gemm"],  # gate pre-activations stay float
             },
-        )
-        return onnx.load(dst)
+        ),
+    )
 
 
 MAX_CALIB_STEPS = 50_000  # per pass; bounds memory (every step's inputs are kept) and time

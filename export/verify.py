@@ -71,7 +71,3 @@ def check_parity(
         res["tolerance"] = f"max |y-ref| <= {MAX_REL_ERROR:.0%} of the output range"
         res["ok"] = bool(max_err / span <= MAX_REL_ERROR and stream_equal)
     return res
-
-
-def accuracy(outputs_last: Sequence[np.ndarray], targets: Sequence) -> float:
-    return float(np.mean([int(np.argmax(y)) == int(t) for y, t in zip(outputs_last, targets)]))

@@ -225,8 +225,6 @@ def add_run(sub):
 
 
 def cmd_run(a) -> int:
-    import numpy as np
-
     from rnnedge.runtime import InputError, load
 
     model = load(a.bundle, backend=a.backend, threads=a.threads)
@@ -251,24 +249,37 @@ def cmd_run(a) -> int:
             for y in stream.run(seq):
                 emit(y)
         return 0
-    src = sys.stdin if a.input == "-" else open_text(a.input)
-    for lineno, line in enumerate(src, 1):
-        fields = line.replace(",", " ").split()
-        if not fields:
+    for lineno, x in text_rows(a.input):
+        if x is None:
             stream.reset()
             continue
-        try:
-            x = np.array([float(f) for f in fields], np.float32)
-        except ValueError:
-            if lineno == 1:
-                continue  # a header
-            raise InputError(f"{a.input}:{lineno}: not a row of numbers: {line.strip()[:60]!r}") from None
         try:
             y = stream.step(x)
         except InputError as e:
             raise InputError(f"{a.input}:{lineno}: {e}") from None
         emit(y)
     return 0
+
+
+def text_rows(path: str):
+    """CSV / whitespace rows from a file or stdin ('-'): yields (line number, float32 sample), or
+    (line number, None) for a blank line (end of a sequence). A non-numeric first line is a header."""
+    import numpy as np
+
+    from rnnedge.runtime import InputError
+
+    src = sys.stdin if path == "-" else open_text(path)
+    for lineno, line in enumerate(src, 1):
+        fields = line.replace(",", " ").split()
+        if not fields:
+            yield lineno, None
+            continue
+        try:
+            yield lineno, np.array([float(f) for f in fields], np.float32)
+        except ValueError:
+            if lineno == 1:
+                continue
+            raise InputError(f"{path}:{lineno}: not a row of numbers: {line.strip()[:60]!r}") from None
 
 
 def open_text(path: str):
@@ -295,15 +306,13 @@ def read_all(path: str, width: int):
 
     if path.endswith(".npy"):
         return load_npy(path)
-    src = sys.stdin if path == "-" else open_text(path)
-    rows = []
-    for line in src:
-        fields = line.replace(",", " ").split()
-        try:
-            rows.append([float(f) for f in fields])
-        except ValueError:
-            continue
-    return np.array([r for r in rows if r], np.float32).reshape(-1, width)
+    rows = [x for _, x in text_rows(path) if x is not None]
+    bad = next((i for i, x in enumerate(rows) if len(x) != width), None)
+    if bad is not None:
+        raise RnnEdgeError(
+            f"{path}: seed sample {bad + 1} has {len(rows[bad])} values, the model takes {width}"
+        )
+    return np.array(rows, np.float32).reshape(-1, width)
 
 
 # ----------------------------------------------------------------------------

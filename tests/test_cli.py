@@ -157,3 +157,7 @@ def test_forecast_model_generates(tmp_path):
     out = cli("run", tmp_path / "b", tmp_path / "seed.npy", "--generate", 7).stdout.splitlines()
     want = rt.load(tmp_path / "b").stream().generate(seed, 7)
     assert np.abs(np.array([[float(v) for v in r.split(",")] for r in out]) - want).max() < 1e-4
+    r = cli("run", tmp_path / "b", "--generate", 3, input="1,2,3\n1,oops,3\n", check=False)
+    assert r.returncode == 1 and "-:2: not a row of numbers" in r.stderr  # the same parser as `run`
+    r = cli("run", tmp_path / "b", "--generate", 3, input="1,2,3\n1,2\n", check=False)
+    assert r.returncode == 1 and "seed sample 2 has 2 values, the model takes 3" in r.stderr
