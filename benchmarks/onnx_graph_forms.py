@@ -23,7 +23,7 @@ import onnx
 import torch
 from rnnedge.export import onnx_graph, onnx_quant
 from rnnedge.export.reference import fold_normalization
-from rnnedge.runtime.backends.native import NativeBackend
+from rnnedge.runtime.backends.native import NumpyBackend
 from rnnedge.runtime.backends.ort import OrtRunner, import_ort, session
 from rnnedge.runtime.bundle import state_specs
 from rnnedge.train.model import ModelConfig, RecurrentModel
@@ -55,7 +55,7 @@ def build(cell: str, H: int, seed: int = 0):
     stub = SimpleNamespace(
         weights=lambda: w, cell=cell, input_size=INPUT, hidden_size=H, num_layers=1, states=specs
     )
-    runners = {"native": NativeBackend(stub).runner()}
+    runners = {"native": NumpyBackend(stub).runner()}
     kernels = {}
     for name, g in graphs.items():
         sess, kernels[name] = optimized(g)

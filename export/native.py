@@ -1,4 +1,8 @@
-"""The native artifact: weights.safetensors in PyTorch names and layouts (see runtime/bundle.py)."""
+"""The native artifact: weights.safetensors in PyTorch names and layouts (see runtime/bundle.py).
+
+int8-dynamic and int8-static keep int8 weights and quantise activations as export/quantize.py defines
+(`q8_product`); int8-static's calibrated scales go into the manifest (artifacts.native.activation_scales).
+"""
 
 from __future__ import annotations
 
@@ -17,17 +21,34 @@ def backends(job) -> list[str]:
 
 
 def write(job, folder: Path) -> dict:
-    """Write weights.safetensors (int8-dynamic/static keep int8 weights; native computes them weight-only)."""
     save_file(quantize.store(job.folded, job.scheme), str(folder / FILE))
-    return {"file": FILE, "weights": describe(job.scheme)}
+    art = {"file": FILE, "weights": describe(job.scheme)}
+    if job.scheme == "int8-static":
+        art["activation_scales"] = activation_scales(job)
+    return art
+
+
+def activation_scales(job) -> dict:
+    """Calibrated once per job (write and reference must use the same scales)."""
+    if getattr(job, "_native_scales", None) is None:
+        seqs = job.calib_seqs or job.eval_seqs
+        job._native_scales = quantize.calibrate_activations(job.cfg, job.folded, seqs)
+    return job._native_scales
 
 
 def reference(job):
-    return None  # the weight-only PyTorch reference
+    """Weight-only schemes: None (the PyTorch reference). int8-dynamic / int8-static: the native scheme."""
+    if job.scheme not in quantize.ACTIVATION_QUANTISED:
+        return None
+    scales = activation_scales(job) if job.scheme == "int8-static" else None
+    return quantize.native_reference(job.cfg, job.folded, job.scheme, scales)
 
 
 def describe(scheme: str) -> str:
     return {
         "fp32": "float32",
         "fp16": "float16 weights, float32 compute",
-    }.get(scheme, "int8 symmetric per output row + float32 scales, float32 compute")
+        "int8": "int8 symmetric per output row + float32 scales, float32 compute",
+        "int8-dynamic": "int8 per output row; activations int8 per step (max|v| / 127), int32 products",
+        "int8-static": "int8 per output row; activations int8 with calibrated scales, int32 products",
+    }[scheme]

@@ -10,6 +10,9 @@ buffer xh = [x; h; 1], so a step is one matmul plus a few in-place ufuncs and no
 
 Sigmoid rows are pre-scaled by 0.5 (exact in binary floating point) so that one tanh over all gates does the
 work: sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
+
+int8-dynamic / int8-static (`Q8Model`, at the end) follow export/quantize.py's definition product by product;
+they are the numerics reference of the compiled kernel's int8 path, not a fast path.
 """
 
 from __future__ import annotations
@@ -124,3 +127,86 @@ class LayerState:
     def _rnn_relu(self):
         np.dot(self.W, self.xh, out=self.g)
         np.maximum(self.g, 0.0, out=self.h)
+
+
+# ----------------------------------------------------------------------------
+# int8-dynamic / int8-static: activation-quantised products (definition: export/quantize.py)
+
+
+def q8_product(v, w_q, w_scale, bias, scale=None) -> np.ndarray:
+    """out = float(W q) * (s_w * s) + b, q = rint(clip(v * inv, -127, 127)); scale None = dynamic
+    (s = max|v| / 127 this step, inv = 127 / max|v|), else static (s fixed, inv = 1 / s). float32; the
+    integer product is exact (int64 here, int32 in the kernels)."""
+    v = np.asarray(v, np.float32)
+    if scale is None:
+        amax = np.float32(np.abs(v).max())
+        s = amax / np.float32(127.0)
+        inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+    else:
+        s = np.float32(scale)
+        inv = np.float32(1.0) / s
+    q = np.rint(np.clip(v * inv, -127, 127)).astype(np.int64)
+    acc = (w_q @ q).astype(np.float32)  # w_q int64: exact
+    return acc * (w_scale * s) + bias
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-a.astype(np.float64)))).astype(np.float32)
+
+
+def gate_step(cell: str, gx, gh, h, c):
+    """PyTorch's gate equations on gx = W_ih x + b_ih and gh = W_hh h + b_hh -> new (h, c)."""
+    H = len(h)
+    if cell == "lstm":  # i, f, g, o
+        a = gx + gh
+        i, f, g, o = _sigmoid(a[:H]), _sigmoid(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), _sigmoid(a[3 * H :])
+        c = f * c + i * g
+        return o * np.tanh(c), c
+    if cell == "gru":  # r, z, n
+        r, z = _sigmoid(gx[:H] + gh[:H]), _sigmoid(gx[H : 2 * H] + gh[H : 2 * H])
+        n = np.tanh(gx[2 * H :] + r * gh[2 * H :])
+        return (1 - z) * n + z * h, c
+    a = gx + gh
+    return (np.tanh(a) if cell == "rnn_tanh" else np.maximum(a, 0)), c
+
+
+def activation_names(num_layers: int) -> list[str]:
+    """The product inputs of a model, each with one int8-static scale: x, then each layer's h."""
+    return ["x"] + [f"h_{k}" for k in range(num_layers)]
+
+
+class Q8Model:
+    """int8 weights (`name` int8 (R, K) + `name.scale` (R,)) as stored; scales: int8-static's calibrated
+    {x, h_0, ...}, or None for int8-dynamic."""
+
+    def __init__(self, cell: str, stored: dict, num_layers: int, scales: dict | None):
+        self.cell, self.L = cell, num_layers
+        self.H = stored["rnn.weight_hh_l0"].shape[1]
+
+        def mat(name):
+            return (
+                stored[name].astype(np.int64),
+                stored[name + ".scale"].astype(np.float32),
+                stored[name.replace("weight", "bias")].astype(np.float32),
+            )
+
+        self.ih = [mat(f"rnn.weight_ih_l{k}") for k in range(num_layers)]
+        self.hh = [mat(f"rnn.weight_hh_l{k}") for k in range(num_layers)]
+        self.head = mat("head.weight")
+        self.scales = scales or dict.fromkeys(activation_names(num_layers))
+
+    def zero_state(self) -> tuple[list, list]:
+        return [np.zeros(self.H, np.float32) for _ in range(self.L)], [
+            np.zeros(self.H, np.float32) for _ in range(self.L)
+        ]
+
+    def step(self, x, h: list, c: list) -> np.ndarray:
+        """One sample: updates h[k], c[k] (lists of (H,)) and returns y (O,)."""
+        s = self.scales
+        v, v_scale = np.asarray(x, np.float32), s["x"]
+        for k in range(self.L):
+            gx = q8_product(v, *self.ih[k], v_scale)
+            gh = q8_product(h[k], *self.hh[k], s[f"h_{k}"])
+            h[k], c[k] = gate_step(self.cell, gx, gh, h[k], c[k])
+            v, v_scale = h[k], s[f"h_{k}"]
+        return q8_product(v, *self.head, v_scale)

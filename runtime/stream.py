@@ -66,7 +66,15 @@ class Stream:
         self._runner = model.backend.runner()
         self._I = model.input_size
         self._shape = (model.input_size,)
-        self.steps = 0  # samples since the last reset
+        self._steps = 0  # samples since the last reset (the compiled runner counts in C)
+        self._compiled = getattr(self._runner, "compiled", False)
+        if self._compiled:  # one C call per step: checks, step and the new output array all in C
+            self.step = self._runner.checked_step
+
+    @property
+    def steps(self) -> int:
+        """Samples since the last reset."""
+        return self._runner.steps if self._compiled else self._steps
 
     # -- stepping ---------------------------------------------------------------
 
@@ -76,7 +84,7 @@ class Stream:
             x = self._coerce(x, (self._I,), "sample")
         if not math.isfinite(float(x.dot(x))):  # NaN/Inf anywhere (or |x| > 1e19) makes this non-finite
             _raise_not_finite(x, "sample")
-        self.steps += 1
+        self._steps += 1
         return self._runner.step(x).copy()
 
     def run(self, seq, reset: bool = True) -> np.ndarray:
@@ -87,10 +95,13 @@ class Stream:
         if reset:
             self.reset()
         out = np.empty((len(seq), self.model.output_size), np.float32)
+        if self._compiled:
+            self._runner.run_into(seq, out)  # one C call for the whole sequence
+            return out
         step = self._runner.step
         for t in range(len(seq)):
             out[t] = step(seq[t])
-        self.steps += len(seq)
+        self._steps += len(seq)
         return out
 
     def generate(self, seed, steps: int) -> np.ndarray:
@@ -114,7 +125,8 @@ class Stream:
         for t in range(steps):
             out[t] = y
             y = step(y).copy()
-        self.steps += steps
+        if not self._compiled:
+            self._steps += steps
         return out
 
     # -- state ------------------------------------------------------------------
@@ -122,7 +134,7 @@ class Stream:
     def reset(self) -> None:
         """Zero every state tensor (start of a new sequence)."""
         self._runner.reset()
-        self.steps = 0
+        self._steps = 0
 
     @property
     def state(self) -> dict[str, np.ndarray]:

@@ -13,14 +13,15 @@ from __future__ import annotations
 from ..bundle import Bundle
 from ..errors import RnnEdgeError
 
-BACKENDS = ("native", "onnxruntime", "litert", "tflite-runtime")
+BACKENDS = ("native", "numpy", "onnxruntime", "litert", "tflite-runtime")
+# native: the compiled kernel (numpy if it was not built); numpy: the numpy path, forced
 
 
 def open_backend(name: str, bundle: Bundle, threads: int | None = 1):
-    if name == "native":
-        from .native import NativeBackend
+    if name in ("native", "numpy"):
+        from .native import open_native
 
-        return NativeBackend(bundle, threads)
+        return open_native(bundle, threads, force_numpy=name == "numpy")
     if name == "onnxruntime":
         from .ort import OrtBackend
 

@@ -1,21 +1,167 @@
-"""The reference backend: pure numpy, preallocated buffers, one fused matmul per layer per step."""
+"""The native backend: rnnedge's compiled kernel (runtime/csrc, the `_kernel` extension) where it was built,
+else the numpy path.
+
+    backend="native"   the compiled kernel; falls back to numpy (with one warning) if the extension is absent
+    backend="numpy"    the numpy path, always: the readable reference of every scheme
+
+Both compute every scheme as export/quantize.py defines it: fp32 / fp16 / int8 (weight-only) in float32, and
+int8-dynamic / int8-static with int8 activations and exact integer products (q8_product in cells.py).
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..bundle import Bundle
-from ..cells import LayerState, fuse_head, fuse_layer
+from ..bundle import Bundle, dequantize
+from ..cells import LayerState, Q8Model, fuse_head, fuse_layer
+
+try:
+    from .. import _kernel
+except ImportError as e:  # no C compiler at install time: the numpy path serves
+    _kernel, KERNEL_ERROR = None, e
+else:
+    KERNEL_ERROR = None
 
 
-class NativeBackend:
+def _configure_kernel() -> None:
+    """Samples the C fast path does not take (other dtypes, lists, bad shapes, NaN) go through the Stream's
+    own checks, so every backend raises the same InputError messages."""
+    from ..stream import Stream, _raise_not_finite
+
+    _kernel.configure(
+        lambda x, n: Stream._coerce(x, (n,), "sample"),
+        lambda x: _raise_not_finite(x, "sample"),
+        np.empty,
+        np.float32,
+    )
+
+
+if _kernel is not None:
+    _configure_kernel()
+
+ACTIVATION_QUANTISED = ("int8-dynamic", "int8-static")
+_warned = []
+
+
+def kernel_available() -> bool:
+    return _kernel is not None
+
+
+def open_native(bundle: Bundle, threads: int | None, force_numpy: bool = False):
+    if force_numpy:
+        return NumpyBackend(bundle, threads)
+    if _kernel is None:
+        if not _warned:
+            _warned.append(True)
+            warnings.warn(
+                f"rnnedge: the compiled kernel is not built ({KERNEL_ERROR}); using the numpy path, several "
+                "times slower. Reinstall rnnedge on a machine with a C compiler (gcc or clang) to build it.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return NumpyBackend(bundle, threads)
+    return CompiledBackend(bundle)
+
+
+def _activation_scales(bundle: Bundle) -> dict | None:
+    if bundle.quant != "int8-static":
+        return None
+    return bundle.manifest["artifacts"]["native"]["activation_scales"]
+
+
+# ----------------------------------------------------------------------------
+# compiled
+
+
+class CompiledBackend:
     name = "native"
+    CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+
+    def __init__(self, bundle: Bundle):
+        raw = bundle.raw_weights()
+        quant = bundle.quant
+        L = bundle.num_layers
+        if quant in ACTIVATION_QUANTISED:
+            code = _kernel.Q8_DYNAMIC if quant == "int8-dynamic" else _kernel.Q8_STATIC
+            scales = _activation_scales(bundle) or {}
+            act = [scales.get("x", 0.0)] + [scales.get(f"h_{k}", 0.0) for k in range(L)]
+        else:
+            code, act = _kernel.F32, [0.0] * (L + 1)
+            raw = dequantize(raw)  # fp16 / int8 weight-only compute in float32
+
+        def mat(name: str, act_scale: float) -> tuple:  # (f32, q8, row scales, bias, activation scale)
+            w, b = raw[name], np.ascontiguousarray(raw[name.replace("weight", "bias")], np.float32)
+            if code == _kernel.F32:
+                return (np.ascontiguousarray(w, np.float32), None, None, b, 0.0)
+            scale = np.ascontiguousarray(raw[name + ".scale"], np.float32)
+            return (None, np.ascontiguousarray(w, np.int8), scale, b, float(act_scale))
+
+        mats = []
+        for k in range(L):  # layer k's input is x (k = 0) or h_{k-1}; its state input is h_k
+            mats.append(mat(f"rnn.weight_ih_l{k}", act[k]))
+            mats.append(mat(f"rnn.weight_hh_l{k}", act[k + 1]))
+        mats.append(mat("head.weight", act[L]))
+        cell = getattr(_kernel, self.CELLS[bundle.cell])
+        self.kernel = _kernel.Model(
+            cell, code, bundle.input_size, bundle.hidden_size, L, bundle.output_size, mats
+        )
+        self.states = bundle.states
+        self.isa = self.kernel.isa
+
+    def runner(self) -> CompiledRunner:
+        return CompiledRunner(self)
+
+
+class CompiledRunner:
+    """One stream in C. `checked_step` checks shape, dtype and finiteness in C and returns a new array;
+    `step` is the same call (the Stream has checked already)."""
+
+    compiled = True
+
+    def __init__(self, net: CompiledBackend):
+        self.c = net.kernel.stream()
+        self.step = self.checked_step = self.c.step
+        self.run_into = self.c.run
+        self.reset = self.c.reset
+        self.specs = net.states
+        self.views = {
+            s.input: np.frombuffer(self.c.state_view(s.layer, int(s.kind == "c")), np.float32)
+            for s in self.specs
+        }
+
+    @property
+    def steps(self) -> int:
+        return self.c.steps
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {name: v[None, :].copy() for name, v in self.views.items()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, v in self.views.items():
+            v[:] = state[name].reshape(-1)
+
+
+# ----------------------------------------------------------------------------
+# numpy
+
+
+class NumpyBackend:
+    name = "numpy"
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
         if threads is not None:
             limit_blas_threads(threads)
-        w = bundle.weights()  # float32, dequantised (int8 weight-only and fp16 compute in float)
         self.cell = bundle.cell
+        self.states = bundle.states
+        self.quant = bundle.quant
+        if bundle.quant in ACTIVATION_QUANTISED:
+            self.q8 = Q8Model(
+                bundle.cell, bundle.raw_weights(), bundle.num_layers, _activation_scales(bundle)
+            )
+            return
+        w = bundle.weights()  # float32, dequantised (int8 weight-only and fp16 compute in float)
         self.sizes = [bundle.input_size] + [bundle.hidden_size] * bundle.num_layers
         self.layer_W = [
             fuse_layer(
@@ -28,10 +174,9 @@ class NativeBackend:
             for k in range(bundle.num_layers)
         ]
         self.head_W = fuse_head(w["head.weight"], w["head.bias"])  # (O, H+1)
-        self.states = bundle.states
 
-    def runner(self) -> NativeRunner:
-        return NativeRunner(self)
+    def runner(self):
+        return Q8Runner(self) if self.quant in ACTIVATION_QUANTISED else NumpyRunner(self)
 
 
 def limit_blas_threads(threads: int) -> None:
@@ -44,10 +189,10 @@ def limit_blas_threads(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="blas")
 
 
-class NativeRunner:
+class NumpyRunner:
     """One stream's buffers. step() writes into self.y and returns it (the Stream copies it out)."""
 
-    def __init__(self, net: NativeBackend):
+    def __init__(self, net: NumpyBackend):
         self.layers = [
             LayerState(net.cell, W, net.sizes[k], net.sizes[k + 1]) for k, W in enumerate(net.layer_W)
         ]
@@ -79,3 +224,25 @@ class NativeRunner:
     def _buf(self, s) -> np.ndarray:
         layer = self.layers[s.layer]
         return layer.h if s.kind == "h" else layer.c
+
+
+class Q8Runner:
+    """int8-dynamic / int8-static in numpy (Q8Model): the reference path, not a fast one."""
+
+    def __init__(self, net: NumpyBackend):
+        self.net = net.q8
+        self.specs = net.states
+        self.h, self.c = self.net.zero_state()
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        return self.net.step(x, self.h, self.c)
+
+    def reset(self) -> None:
+        self.h, self.c = self.net.zero_state()
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {s.input: (self.h if s.kind == "h" else self.c)[s.layer][None, :].copy() for s in self.specs}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        for s in self.specs:
+            (self.h if s.kind == "h" else self.c)[s.layer] = state[s.input].reshape(-1).astype(np.float32)
