@@ -29,7 +29,7 @@ from rnnedge.runtime.bundle import state_specs
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 INPUT, OUTPUT = 40, 12
-VARIANTS = ("native", "cell fp32", "op fp32", "cell int8-dyn", "op int8-dyn", "cell int8-static")
+VARIANTS = ("numpy", "cell fp32", "op fp32", "cell int8-dyn", "op int8-dyn", "cell int8-static")
 
 
 def build(cell: str, H: int, seed: int = 0):
@@ -53,9 +53,15 @@ def build(cell: str, H: int, seed: int = 0):
     )
     graphs["cell int8-static"] = onnx_quant.static(graphs["cell fp32"], cal)
     stub = SimpleNamespace(
-        weights=lambda: w, cell=cell, input_size=INPUT, hidden_size=H, num_layers=1, states=specs
+        weights=lambda: w,
+        cell=cell,
+        input_size=INPUT,
+        hidden_size=H,
+        num_layers=1,
+        states=specs,
+        quant="fp32",
     )
-    runners = {"native": NumpyBackend(stub).runner()}
+    runners = {"numpy": NumpyBackend(stub).runner()}
     kernels = {}
     for name, g in graphs.items():
         sess, kernels[name] = optimized(g)

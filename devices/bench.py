@@ -65,7 +65,8 @@ class Target:
     label: str
     status: str = "ok"  # ok | not installed | no artifact | unavailable | error
     detail: str = ""
-    streams: list = field(default_factory=list)
+    streams: list = field(default_factory=list)  # [Stream], or [StreamBatch] of n streams
+    n: int = 1  # streams stepped per tick
     xs: np.ndarray | None = None  # (T, N, I) seeded raw inputs, shared by every target of the bundle
     ns: list = field(default_factory=list)  # chunks of per-tick durations (ns)
     paced: list = field(default_factory=list)  # chunks of (release, start, end) ns arrays
@@ -73,7 +74,7 @@ class Target:
 
 def open_target(bundle: Bundle, backend: str, threads: int | None, n_streams: int = 1, label=None) -> Target:
     """Open a backend on a bundle; whatever prevents it is recorded as the target's status, never raised."""
-    t = Target(bundle, backend, label or backend)
+    t = Target(bundle, backend, label or backend, n=n_streams)
     if backend not in ALL:
         t.status, t.detail = "error", f"unknown backend {backend!r}: choose from {', '.join(ALL)}"
         return t
@@ -84,7 +85,8 @@ def open_target(bundle: Bundle, backend: str, threads: int | None, n_streams: in
         return t
     try:
         model = open_model(bundle, backend, threads)
-        t.streams = [model.stream() for _ in range(n_streams)]  # many streams share one model
+        # many streams share one model: one stream, or a StreamBatch stepping n together per tick
+        t.streams = [model.stream()] if n_streams == 1 else [model.streams(n_streams)]
     except MissingDependency as e:
         t.status, t.detail = "not installed", str(e)
     except ModuleNotFoundError as e:
@@ -107,16 +109,8 @@ def make_inputs(bundle: Bundle, ticks: int, n_streams: int, seed: int) -> np.nda
 
 
 def tick_fn(streams: list):
-    """One tick: every stream takes its own sample, one after the other (what a multi-sensor loop does)."""
-    if len(streams) == 1:
-        return streams[0].step  # the timed call is exactly stream.step(x)
-    steps = [s.step for s in streams]
-
-    def tick(xs):  # (N, I)
-        for step, x in zip(steps, xs):
-            step(x)
-
-    return tick
+    """One tick: stream.step(x), or StreamBatch.step(X (N, I)) for N streams (one call per tick)."""
+    return streams[0].step
 
 
 def time_back_to_back(tick, rows: list) -> np.ndarray:
@@ -162,7 +156,7 @@ def measure(
     period = round(1e9 / rate) if rate else None
 
     def rows(t, lo, hi):  # the inputs of ticks lo..hi-1, cycled: (I,) views for one stream, else (N, I)
-        xs = t.xs[:, 0] if len(t.streams) == 1 else t.xs
+        xs = t.xs[:, 0] if t.n == 1 else t.xs
         return [xs[i % len(xs)] for i in range(lo, hi)]
 
     def guarded(t, fn):
@@ -196,7 +190,7 @@ def measure(
 
 def results_of(t: Target, rate: float | None) -> dict:
     """Summary statistics of one target (and the raw per-tick samples for re-analysis)."""
-    n_streams = len(t.streams) or 1
+    n_streams = t.n
     if t.paced:
         rel, st, en = (np.concatenate(a) for a in zip(*t.paced))
         ns = en - st

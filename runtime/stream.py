@@ -6,6 +6,8 @@ y = s.step(x)                                    # x (I,) raw sample -> y (O,)
 snap = s.state; s.restore(snap); s.reset()
 ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
 ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
+b = model.streams(16)                            # 16 independent streams stepped together
+Y = b.step(X)                                    # X (16, I) -> Y (16, O); one matrix product per layer
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Model:
 
     def stream(self) -> Stream:
         return Stream(self)
+
+    def streams(self, n: int) -> StreamBatch:
+        """n independent streams stepped together (n sensors on one gateway): one call per tick."""
+        return StreamBatch(self, n)
 
     def decide(self, y: np.ndarray):
         """Classification: the label (or index) of the largest logit. Other tasks: y itself."""
@@ -174,6 +180,60 @@ class Stream:
         if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
             raise InputError(f"{what} must have shape {_fmt(shape)}, got {a.shape}")
         return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class StreamBatch:
+    """n streams of one model stepped together. On the compiled native backend each layer is one
+    matrix-matrix product over all streams; on other backends the streams are stepped one after another."""
+
+    def __init__(self, model: Model, n: int):
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"the number of streams must be a positive integer, got {n!r}")
+        self.model, self.n = model, n
+        self._shape = (n, model.input_size)
+        make = getattr(model.backend, "batch", None)
+        self._batch = make(n) if make else None
+        self._streams = None if self._batch else [model.stream() for _ in range(n)]
+        self.steps = 0  # ticks since the batch was made or wholly reset
+
+    def step(self, X) -> np.ndarray:
+        """X (n, I): one raw sample per stream -> Y (n, O) (a new array). A rejected X changes no state."""
+        if not (
+            type(X) is np.ndarray
+            and X.dtype == np.float32
+            and X.shape == self._shape
+            and X.flags.c_contiguous
+        ):
+            X = Stream._coerce(X, self._shape, "samples")
+        if not math.isfinite(float(np.dot(X.ravel(), X.ravel()))):
+            _raise_not_finite(X, "samples")
+        self.steps += 1
+        if self._batch is not None:
+            Y = np.empty((self.n, self.model.output_size), np.float32)
+            self._batch.step(X, Y)
+            return Y
+        return np.stack([s.step(x) for s, x in zip(self._streams, X)])
+
+    def reset(self, i: int | None = None) -> None:
+        """Zero the state of stream i, or of every stream."""
+        if i is not None and not 0 <= i < self.n:
+            raise InputError(f"stream index {i} out of range 0..{self.n - 1}")
+        if i is None:
+            self.steps = 0
+        if self._batch is not None:
+            self._batch.reset(-1 if i is None else i)
+        else:
+            for s in self._streams if i is None else [self._streams[i]]:
+                s.reset()
+
+    def state(self, i: int) -> dict[str, np.ndarray]:
+        """A snapshot of stream i's state (as Stream.state)."""
+        if self._batch is None:
+            return self._streams[i].state
+        return {s.input: self._view(i, s)[None, :].copy() for s in self.model.bundle.states}
+
+    def _view(self, i, s) -> np.ndarray:
+        return np.frombuffer(self._batch.state_view(i, s.layer, int(s.kind == "c")), np.float32)
 
 
 def _fmt(shape: tuple) -> str:

@@ -113,6 +113,10 @@ class CompiledBackend:
     def runner(self) -> CompiledRunner:
         return CompiledRunner(self)
 
+    def batch(self, n: int):
+        """n streams in C, stepped together by re_step_many (StreamBatch)."""
+        return self.kernel.batch(n)
+
 
 class CompiledRunner:
     """One stream in C. `checked_step` checks shape, dtype and finiteness in C and returns a new array;
