@@ -2,7 +2,8 @@
  *
  * tanh(x) ~= x p(x^2) / q(x^2) on x clamped to [-9, 9] (beyond, tanh is 1 to float precision): the
  * degree 13/6 rational minimax fit Eigen and XLA use for float. Measured max |error| against float64 tanh
- * on a dense grid (tests/test_kernel.py): <= 2e-7 on every path; the result is clamped to [-1, 1].
+ * on a dense grid (tests/test_kernel.py): 2.7e-7 with FMA (AVX2, AVX-512, NEON), 3.9e-7 scalar, both near
+ * |x| = 6; the bound tested is 5e-7. The result is clamped to [-1, 1].
  */
 #include "kernel.h"
 

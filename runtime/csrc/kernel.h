@@ -37,7 +37,7 @@ typedef struct {
     /* q[k] = clamp(rint(v[k] * inv), -127, 127) for k < n */
     void (*quantize)(const float *v, int n, float inv, int8_t *q);
     float (*absmax)(const float *v, int n);
-    /* v = tanh(v) in place (rational approximation, |error| <= 2e-7, see act.c) */
+    /* v = tanh(v) in place (rational approximation, |error| <= 5e-7, see act.c) */
     void (*tanh)(float *v, int n);
 } re_ops;
 

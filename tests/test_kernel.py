@@ -1,0 +1,214 @@
+"""The compiled kernel (runtime/csrc) against the quantised references, on every instruction set this CPU has.
+
+Each ISA is forced with RNNEDGE_ISA (read when a model is built), so one x86 box with AVX-512 tests the
+scalar, AVX2 and AVX-512 VNNI paths; devices/arm/ runs the NEON and NEON-dotprod paths under emulation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rnnedge.runtime as rt
+from rnnedge.export.native import reference as native_reference
+from rnnedge.export.reference import reference_model, run_reference
+from rnnedge.runtime.backends import native
+
+from .conftest import CELLS, random_seqs
+
+pytestmark = pytest.mark.skipif(
+    not native.kernel_available(), reason=f"kernel not built: {native.KERNEL_ERROR}"
+)
+
+CSRC = Path(__file__).resolve().parents[1] / "runtime" / "csrc"
+X86 = ("scalar", "avx2", "avx512-vnni")
+SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
+
+
+def available_isas() -> list[str]:
+    """The paths this CPU can run (the kernel falls back to scalar for one it cannot)."""
+    import os
+
+    have = []
+    for isa in ("scalar", "avx2", "avx512-vnni", "neon", "neon-dotprod"):
+        os.environ["RNNEDGE_ISA"] = isa
+        try:
+            probe = native._kernel.Model(
+                3,
+                0,
+                1,
+                1,
+                1,
+                1,
+                [(np.ones(3, np.float32), None, None, np.zeros(3, np.float32), 0.0)] * 2
+                + [(np.ones(1, np.float32), None, None, np.zeros(1, np.float32), 0.0)],
+            )
+            if probe.isa == isa:
+                have.append(isa)
+        finally:
+            del os.environ["RNNEDGE_ISA"]
+    return have
+
+
+ISAS = available_isas()
+
+
+def scheme_reference(job, scheme):
+    """The quantised reference of a scheme: PyTorch on the effective weights, or the native int8 scheme."""
+    ref = native_reference(job)
+    if ref is not None:
+        return ref
+    model = reference_model(job.cfg, job.folded, scheme)
+    return lambda seq: run_reference(model, seq)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("RNNEDGE_ISA", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_compiled_matches_reference_and_numpy(bundle_factory, monkeypatch, cell, layers, scheme):
+    path, _, job = bundle_factory(cell=cell, layers=layers, scheme=scheme, hidden=20, inp=5)
+    x = random_seqs(n=1, T=300, seed=11)[0]
+    ref = scheme_reference(job, scheme)(x)
+    scale = max(1.0, float(np.abs(ref).max()))
+    numpy_path = rt.load(path, backend="numpy").stream().run(x)
+    assert np.abs(numpy_path - ref).max() <= 1e-5 * scale, "numpy path off its quantised reference"
+    for isa in ISAS:  # the same bundle on every instruction set of this CPU
+        monkeypatch.setenv("RNNEDGE_ISA", isa)
+        model = rt.load(path)
+        assert model.backend.isa == isa
+        s = model.stream()
+        stepped = np.stack([s.step(v) for v in x])
+        # int8 products are exact integers on every ISA; left: float rounding and the tanh approximation
+        assert np.abs(stepped - ref).max() <= 1e-5 * scale, f"{isa} kernel off its quantised reference"
+        assert np.array_equal(s.run(x), stepped)  # streamed == whole sequence, bit for bit
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_snapshot_restore_and_reset(bundle_factory, isa, cell):
+    path, _, _ = bundle_factory(cell=cell, layers=2, scheme="int8-dynamic")
+    x = random_seqs(n=1, T=120, seed=5)[0]
+    model = rt.load(path)
+    s = model.stream()
+    s.run(x[:60])
+    snap = s.state
+    numpy_stream = rt.load(path, backend="numpy").stream()
+    numpy_stream.run(x[:60])
+    for name, v in numpy_stream.state.items():  # the compiled state is the numpy path's state
+        assert np.abs(snap[name] - v).max() <= 1e-5
+    tail = s.run(x[60:], reset=False)
+    other = model.stream()
+    other.restore(snap)
+    assert np.array_equal(other.run(x[60:], reset=False), tail)
+    s.reset()
+    assert s.steps == 0 and all(not v.any() for v in s.state.values())
+    assert np.array_equal(s.run(x), model.stream().run(x))
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8-dynamic", "int8-static"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_many_streams_in_one_call_equal_separate_streams(bundle_factory, isa, cell, scheme):
+    path, _, _ = bundle_factory(cell=cell, layers=2, scheme=scheme)
+    model = rt.load(path)
+    n, T = 11, 40  # 11 = two full groups of 4 streams and a group of 3
+    xs = np.stack(random_seqs(n=n, T=T, seed=9), axis=1)  # (T, n, I)
+    batch = model.streams(n)
+    ys = np.stack([batch.step(xs[t]) for t in range(T)], axis=1)  # (n, T, O)
+    for j in range(n):
+        assert np.array_equal(ys[j], model.stream().run(xs[:, j]))
+    batch.reset(3)
+    assert not any(v.any() for v in batch.state(3).values()) and any(v.any() for v in batch.state(4).values())
+    assert batch.steps == T
+
+
+def test_tanh_error_bound(isa):
+    """act.c documents |tanh error| <= 5e-7: check it on a dense grid, the tails and special points."""
+    path_model = native._kernel.Model(
+        3,
+        0,
+        1,
+        1,
+        1,
+        1,
+        [(np.ones(3, np.float32), None, None, np.zeros(3, np.float32), 0.0)] * 2
+        + [(np.ones(1, np.float32), None, None, np.zeros(1, np.float32), 0.0)],
+    )
+    v = np.concatenate(
+        [np.linspace(-12, 12, 2_000_001, dtype=np.float32), np.float32([0, -0.0, 1e-30, 9, -9, 50])]
+    )
+    out = v.copy()
+    path_model.tanh_inplace(out)
+    err = np.abs(out.astype(np.float64) - np.tanh(v.astype(np.float64)))
+    assert err.max() <= 5e-7, f"max tanh error {err.max():.3g} on {isa}"
+    assert np.abs(out).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(4, np.float32),
+        np.zeros((2, 5), np.float32),
+        np.array(["a"] * 5),
+        [1.0, 2.0],
+        np.float32([0, 0, np.nan, 0, 0]),
+        np.float32([0, np.inf, 0, 0, 0]),
+        None,
+    ],
+)
+def test_rejected_sample_raises_input_error_and_keeps_state(bundle_factory, bad):
+    path, _, _ = bundle_factory(cell="lstm", layers=2, scheme="int8-dynamic")
+    s = rt.load(path).stream()
+    s.run(random_seqs(n=1, T=10)[0])
+    before, steps = s.state, s.steps
+    with pytest.raises(rt.InputError) as compiled_error:
+        s.step(bad)
+    assert s.steps == steps and all(np.array_equal(before[k], v) for k, v in s.state.items())
+    with pytest.raises(rt.InputError) as numpy_error:  # the same message as the numpy path
+        rt.load(path, backend="numpy").stream().step(bad)
+    assert str(compiled_error.value) == str(numpy_error.value)
+
+
+def test_accepted_inputs_like_the_numpy_path(bundle_factory):
+    path, _, _ = bundle_factory(cell="gru", layers=1, scheme="fp32")
+    a, b = rt.load(path).stream(), rt.load(path, backend="numpy").stream()
+    x = random_seqs(n=1, T=1)[0][0]
+    for v in (x, x[None, :], x.astype(np.float64), list(map(float, x)), np.asfortranarray(x[None, :])):
+        np.testing.assert_allclose(a.step(v), b.step(v), atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_a_step_allocates_nothing(tmp_path):
+    exe = tmp_path / "alloc_probe"
+    wrap = ",".join(f"--wrap={f}" for f in ("malloc", "calloc", "aligned_alloc", "free"))
+    sources = [str(CSRC / f) for f in ("model.c", "f32.c", "q8.c", "act.c")]
+    probe = str(Path(__file__).parent / "kernel" / "alloc_probe.c")
+    subprocess.run(
+        ["cc", "-O2", "-std=c11", "-I", str(CSRC), probe, *sources, f"-Wl,{wrap}", "-lm", "-o", str(exe)],
+        check=True,
+    )
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if "allocations_per_1000_steps" in ln]
+    assert len(lines) == 12 and all(ln.endswith(" 0") for ln in lines), out.stdout
+
+
+def test_fallback_to_numpy_warns_once(bundle_factory, monkeypatch):
+    path, _, _ = bundle_factory(cell="lstm", scheme="fp32")
+    monkeypatch.setattr(native, "_kernel", None)
+    monkeypatch.setattr(native, "_warned", [])
+    with pytest.warns(RuntimeWarning, match="compiled kernel is not built"):
+        m = rt.load(path)
+    assert isinstance(m.backend, native.NumpyBackend)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rt.load(path)  # once per process
