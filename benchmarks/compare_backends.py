@@ -170,11 +170,49 @@ def main(argv=None) -> int:
     for b, whys in notes.items():
         for why, where in whys.items():
             print(f"  {b}: {why}  [{len(where)} bundle(s), e.g. {where[0]}]")
+    overhead = python_overhead(rows, targets, summary)
+    if overhead:
+        print(
+            "\ncompiled native: stream.step(x) vs the same kernel in a pure C loop (p50 us; GOP/s = 2 MAC / t)\n"
+        )
+        print(
+            report.table(
+                ["model", "scheme", "isa", "stream.step", "C loop", "ratio", "GOP/s"], overhead, left=2
+            )
+        )
     if args.json:
         import json
 
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     return 0
+
+
+def python_overhead(rows, targets, summary) -> list[list[str]]:
+    """For every compiled native target: the same kernel timed in a C loop (median of 15 windows)."""
+    out = []
+    for row in rows:
+        t = targets.get((row, "native"))
+        if t is None or t.status != "ok" or not t.ns or not hasattr(t.streams[0]._runner, "c"):
+            continue
+        cell, hidden, scheme = row
+        c = t.streams[0]._runner.c
+        x = t.xs[0, 0]
+        loop_us = float(np.median([c.time_steps(x, 2000) / 2000 * 1e6 for _ in range(15)]))
+        step_us = summary[f"{cell}-{hidden}-{scheme}/native"]["p50_us"]
+        macs = profiles.macs_per_step(cell, INPUT, hidden, 1, OUTPUT)
+        isa = t.streams[0].model.backend.isa
+        out.append(
+            [
+                f"{cell} H={hidden}",
+                scheme,
+                isa,
+                f"{step_us:.2f}",
+                f"{loop_us:.2f}",
+                f"{step_us / loop_us:.2f}x",
+                f"{2 * macs / loop_us / 1e3:.0f}",
+            ]
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from .torch_baseline import open_model
 
 ARTIFACT = {  # the bundle artifact (export format) each backend reads
     "native": "native",
+    "numpy": "native",
     "torch": "native",
     "onnxruntime": "onnx",
     "litert": "tflite",
