@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     overhead = python_overhead(rows, targets, summary)
     if overhead:
         print(
-            "\ncompiled native: stream.step(x) vs the same kernel in a pure C loop (p50 us; GOP/s = 2 MAC / t)\n"
+            "\ncompiled native: stream.step(x) vs the same kernel in a C loop (p50 us, GOP/s = 2 MAC / t)\n"
         )
         print(
             report.table(

@@ -1,5 +1,5 @@
-"""N streams per tick (N sensors on one gateway): throughput of the compiled batch against N single streams and
-against LiteRT running the same model resized to batch N, side by side in interleaved rounds, one thread.
+"""N streams per tick (N sensors on one gateway): throughput of the compiled batch against N single streams
+and against LiteRT running the same model resized to batch N, side by side in interleaved rounds, one thread.
 
     python benchmarks/many_streams.py                         # LSTM/GRU H=128/256, fp32 + int8-dynamic, N=16
     python benchmarks/many_streams.py --streams 16 --cells lstm --hidden 256 --schemes int8-dynamic
