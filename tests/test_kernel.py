@@ -212,3 +212,34 @@ def test_fallback_to_numpy_warns_once(bundle_factory, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rt.load(path)  # once per process
+
+
+@pytest.mark.slow
+def test_a_machine_without_a_compiler_still_gets_a_wheel(tmp_path):
+    """The extension is optional: with a compiler that always fails, the wheel builds, without _kernel."""
+    import os
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    build = tmp_path / "src"
+    shutil.copytree(
+        repo, build, ignore=shutil.ignore_patterns(".venv", ".arm", "build", "*.so", ".git", "runs")
+    )
+    env = {**os.environ, "CC": "/bin/false", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(build),
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("rnnedge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "rnnedge/runtime/stream.py" in names
+    assert not [n for n in names if "_kernel" in n]
