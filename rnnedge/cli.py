@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from rnnedge.runtime.backends import BACKENDS  # native = the compiled kernel, numpy = the numpy path
 from rnnedge.runtime.errors import RnnEdgeError
 
 SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
-BACKENDS = ("native", "onnxruntime", "litert", "tflite-runtime")
 
 
 def csv_list(choices):
