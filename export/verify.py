@@ -2,8 +2,9 @@
 
 Recorded in the manifest under parity[<backend>]. Tolerances (from the numerics contract):
     weight-only schemes (fp32, fp16, int8): |y - ref| <= ATOL + RTOL * |ref| at every step
-    activation-quantised schemes (int8-dynamic, int8-static): classification decisions agree on >= 99 %
-    of sequences (max abs error reported); regression: error within 5 % of the output range
+    activation-quantised schemes (int8-dynamic, int8-static): max abs error within 5 % of the output range
+    (every task), and for classification the decisions also agree on >= 99 % of sequences: agreement alone
+    would hide a large numeric deviation
 """
 
 from __future__ import annotations
@@ -59,15 +60,15 @@ def check_parity(
         res["agreement"] = agree / n
         if targets is not None:
             res["accuracy"] = correct / n
+    span = max(ref_hi - ref_lo, 1e-6)
+    res["relative_error"] = max_err / span  # max |y - ref| over the range of the reference outputs
     if exact:
         res["tolerance"] = f"|y-ref| <= {ATOL:g} + {RTOL:g}*|ref|"
         res["ok"] = bool(max_excess <= 0.0 and stream_equal)
-    elif task == "classify":
-        res["tolerance"] = f"decision agreement >= {MIN_AGREEMENT:.0%}"
-        res["ok"] = bool(res["agreement"] >= MIN_AGREEMENT and stream_equal)
     else:
-        span = max(ref_hi - ref_lo, 1e-6)
-        res["relative_error"] = max_err / span
         res["tolerance"] = f"max |y-ref| <= {MAX_REL_ERROR:.0%} of the output range"
-        res["ok"] = bool(max_err / span <= MAX_REL_ERROR and stream_equal)
+        res["ok"] = bool(res["relative_error"] <= MAX_REL_ERROR and stream_equal)
+        if task == "classify":
+            res["tolerance"] += f" and decision agreement >= {MIN_AGREEMENT:.0%}"
+            res["ok"] = bool(res["ok"] and res["agreement"] >= MIN_AGREEMENT)
     return res
