@@ -66,7 +66,20 @@ def add_train(sub):
     )
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping, 0 = off (default: 1.0)")
     p.add_argument("--patience", type=int, default=25, help="early stopping patience in epochs")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this fraction for early stopping (default 0: train on all, fixed schedule)",
+    )
+    p.add_argument("--schedule", default="cosine", choices=("cosine", "constant"), help="learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0 = Adam)")
+    p.add_argument(
+        "--tail",
+        type=float,
+        default=0.2,
+        help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
@@ -92,6 +105,9 @@ def cmd_train(a) -> int:
         clip=a.clip,
         patience=a.patience,
         val_fraction=a.val_fraction,
+        schedule=a.schedule,
+        weight_decay=a.weight_decay,
+        tail=a.tail,
         seed=a.seed,
         threads=a.threads,
     )

@@ -123,7 +123,7 @@ def test_training_is_reproducible_and_writes_the_run_folder(tmp_path):
 
 def test_normalisation_comes_from_the_training_split(tmp_path):
     model, _ = train(
-        TrainConfig(data="sine", hidden_size=4, epochs=1, batch_size=64),
+        TrainConfig(data="sine", hidden_size=4, epochs=1, batch_size=64, val_fraction=0.2),
         tmp_path / "r",
         progress=False,
         log=lambda *a: None,
