@@ -48,6 +48,12 @@ SYSCONFIG="$ROOT/usr/lib/python3.11/_sysconfigdata__aarch64-linux-gnu.py"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
     || die "$PYTHON is not CPython 3.11 (the cross build reuses the host interpreter for the cp311 target)"
 
+# one build at a time (emulate.py's test and count runs may start together): the second waits, then finds
+# the stamp current
+mkdir -p "$W"
+exec 9>"$W/.lock"
+flock 9
+
 # every input of the wheel: package sources (the pyproject mapping's folders), build files, this recipe, gcc
 RECIPE="$(
     cd "$REPO"
