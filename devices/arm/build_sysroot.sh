@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) what the emulated ARM runs need, under $ARM_CACHE (default: <repo>/.arm, gitignored):
 #
-#   root/    Debian bookworm arm64 minbase + python3.11 = the Raspberry Pi OS Bookworm userland
+#   root/    Debian bookworm arm64 minbase + python3.11 = the Raspberry Pi OS Bookworm userland (+ its headers)
 #   site/    aarch64 cp311 wheels (numpy<2, safetensors, onnxruntime, ai-edge-litert, tflite-runtime, pytest)
 #   plugin/  libinsncount.so, the TCG instruction-counting plugin (insn_count.c) for Debian's qemu-aarch64
 #
@@ -44,7 +44,9 @@ mkdir -p "$ARM_CACHE"
 
 # -- 1. the sysroot ------------------------------------------------------------------------------------
 ROOT="$ARM_CACHE/root"
-ROOT_RECIPE="debootstrap --arch=arm64 --foreign --variant=minbase --include=python3 $SUITE (v1)"
+# libpython3.11-dev: the arm64 CPython headers and sysconfig data build_wheel.sh cross-compiles against
+INCLUDE="python3,libpython3.11-dev"
+ROOT_RECIPE="debootstrap --arch=arm64 --foreign --variant=minbase --include=$INCLUDE $SUITE (v2)"
 if [[ "$(cat "$ROOT/.rnnedge-stamp" 2>/dev/null)" != "$ROOT_RECIPE" ]]; then
     if [[ -z "$MIRROR" ]]; then  # the mirror apt already uses (only registries configured for apt are reachable)
         MIRROR=$(grep -rhoE '(URIs:|^deb)[[:space:]]+https?://[^[:space:]]+/debian/?([[:space:]]|$)' \
@@ -54,7 +56,7 @@ if [[ "$(cat "$ROOT/.rnnedge-stamp" 2>/dev/null)" != "$ROOT_RECIPE" ]]; then
     log "debootstrap $SUITE arm64 from $MIRROR into $ROOT (about a minute)"
     [[ $(id -u) == 0 ]] || die "debootstrap needs root (it creates device nodes and owned files)"
     rm -rf "$ROOT"
-    debootstrap --arch=arm64 --foreign --variant=minbase --include=python3 "$SUITE" "$ROOT" "$MIRROR" \
+    debootstrap --arch=arm64 --foreign --variant=minbase --include="$INCLUDE" "$SUITE" "$ROOT" "$MIRROR" \
         >"$ARM_CACHE/debootstrap.log" 2>&1 || die "debootstrap failed, see $ARM_CACHE/debootstrap.log"
     # --foreign extracted only the essentials; without binfmt the second stage cannot run, so unpack the rest
     # by hand. dpkg -x would replace the merged-/usr symlinks (/bin, /lib) with folders: tar keeps them.

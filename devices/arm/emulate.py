@@ -29,7 +29,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-BACKENDS = ("native", "onnxruntime", "litert", "tflite-runtime")
+# "numpy" is the native format on the numpy path: what "native" was before the compiled kernel
+BACKENDS = ("native", "numpy", "onnxruntime", "litert", "tflite-runtime")
 
 # /proc/cpuinfo as Raspberry Pi kernels print it (Pi 3 / Zero 2 W: A53 r0p4, Pi 4: A72 r0p3, Pi 5: A76 r4p1)
 CPUS = {
@@ -74,12 +75,17 @@ def cache_dir() -> Path:
 
 
 def ensure_built(quiet: bool = False) -> Path:
-    """Build (or reuse) sysroot, aarch64 wheels and plugin via build_sysroot.sh. Returns the cache folder."""
+    """Build (or reuse) sysroot, aarch64 wheels and plugin via build_sysroot.sh, then (in a checkout)
+    rnnedge's own aarch64 wheel with the compiled kernel via build_wheel.sh. Returns the cache folder."""
     cache = cache_dir()
     env = {**os.environ, "ARM_CACHE": str(cache), "PYTHON": os.environ.get("PYTHON", sys.executable)}
-    res = subprocess.run(["bash", str(HERE / "build_sysroot.sh")], env=env, capture_output=quiet, text=True)
-    if res.returncode != 0:
-        raise EmulationError(f"building the ARM sysroot failed:\n{res.stderr if quiet else ''}".rstrip())
+    steps = [("build_sysroot.sh", "the ARM sysroot")]
+    if (REPO / "setup.py").is_file():
+        steps.append(("build_wheel.sh", "the aarch64 rnnedge wheel"))
+    for script, what in steps:
+        res = subprocess.run(["bash", str(HERE / script)], env=env, capture_output=quiet, text=True)
+        if res.returncode != 0:
+            raise EmulationError(f"building {what} failed:\n{res.stderr if quiet else ''}".rstrip())
     return cache
 
 
@@ -154,13 +160,22 @@ def source_tree(cache: Path) -> Path:
     return src
 
 
+def package_dir(cache: Path) -> Path:
+    """Where the guest imports rnnedge from: the aarch64 wheel build_wheel.sh made and installed (with the
+    compiled kernel), else the package's sources through symlinks (native then falls back to numpy)."""
+    wheel = cache / "wheel" / "site"
+    if (REPO / "setup.py").is_file() and (wheel / ".rnnedge-stamp").is_file():
+        return wheel
+    return source_tree(cache)
+
+
 def guest_env(cache: Path) -> dict:
     """A clean environment: nothing of the host's venv may leak into the aarch64 Python."""
     return {
         "PATH": "/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/root"),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": f"{cache / 'src'}:{cache / 'site'}",
+        "PYTHONPATH": f"{package_dir(cache)}:{cache / 'site'}",
         "PYTHONHASHSEED": "0",  # same dict layouts every run: counts repeat
         "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
         "OMP_NUM_THREADS": "1",
@@ -193,7 +208,6 @@ def arm_test_files() -> list[str]:
 def run_tests(cpu: str, bundles: Path | None, extra: list[str] = (), cache: Path | None = None) -> int:
     """pytest under qemu-aarch64 -cpu CPU; returns pytest's exit code (output streams through)."""
     cache = cache or ensure_built(quiet=True)
-    source_tree(cache)
     env = guest_env(cache)
     env["RNNEDGE_ARM_CPU"] = cpu
     if bundles is not None:
@@ -256,7 +270,6 @@ def count_many(
 ) -> list[dict]:
     """Instructions per stream.step() for each (bundle, backend) on `cpu`, all in one emulated process."""
     cache = cache or ensure_built(quiet=True)
-    source_tree(cache)
     plan = window_plan(steps)
     guest_jobs = [{"bundle": "", "backend": "loop", "windows": plan, "warmup": warmup}] + [
         {"bundle": str(Path(b).resolve()), "backend": be, "windows": plan, "warmup": warmup, "seed": 0}
@@ -323,9 +336,12 @@ def count_instructions(bundle_path, backend: str, cpu: str = "cortex-a72", steps
 
 
 def bundle_backends(bundle: Path) -> list[str]:
-    """The backends the x86 export verified this bundle on (manifest parity), in BACKENDS order."""
+    """The backends the x86 export verified this bundle on (manifest parity), in BACKENDS order; numpy
+    wherever native is (the same format and numerics, the kernel's readable reference)."""
     manifest = json.loads((Path(bundle) / "manifest.json").read_text())
     verified = set(manifest.get("parity", {})) or {"native"}
+    if "native" in verified:
+        verified.add("numpy")
     return [b for b in BACKENDS if b in verified]
 
 

@@ -5,8 +5,9 @@
 OUT/parity/<cell>-<scheme>/    small bundles (I=6, H=24, O=4) of every cell and scheme, in every format whose
                                exporter exists (native always; onnx, tflite once export/onnx_export.py and
                                export/tflite_export.py are there), each beside <name>.npz holding
-                               x (S, T, I) and, per backend the x86 export verified: y_<backend> (x86 output)
-                               and ref_<backend> (the quantised PyTorch reference that backend is held to)
+                               x (S, T, I) and, per backend the x86 export verified (and numpy beside native):
+                               y_<backend> (x86 output) and ref_<backend> (the quantised PyTorch reference
+                               that backend is held to)
 OUT/count/<cell>-h<H>-<scheme>/ LSTM and GRU, I=40, H=64/128/256, O=12: for instructions per step
 
 Models are untrained (seeded random weights, non-trivial normalisation): parity does not need accuracy.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 PARITY_MODELS = [("lstm", 2), ("gru", 1), ("rnn_tanh", 1), ("rnn_relu", 1)]  # (cell, layers)
-PARITY_SCHEMES = ("fp32", "int8", "int8-dynamic")
+PARITY_SCHEMES = ("fp32", "int8", "int8-dynamic", "int8-static")
 PARITY_SHAPE = (6, 24, 4)  # input, hidden, output
 COUNT_MODELS = [(cell, h) for cell in ("lstm", "gru") for h in (64, 128, 256)]
 COUNT_SCHEMES = ("fp32", "int8-dynamic")
@@ -93,6 +94,13 @@ def export_bundle(job, out: Path, formats: list[str], log) -> tuple[list[str], d
     return good, failed
 
 
+def recorded_backends(manifest: dict) -> list[str]:
+    """The backends the x86 export verified, plus numpy beside native (the same native format: the numpy
+    path is the compiled kernel's readable reference, and the ARM run checks both)."""
+    verified = sorted(manifest["parity"])
+    return sorted(verified + ["numpy"]) if "native" in verified else verified
+
+
 def record_outputs(job, bundle: Path, seqs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """x, and per verified backend the x86 outputs y_<b> and its export reference ref_<b>."""
     from rnnedge.export.exporter import default_reference, format_module
@@ -100,11 +108,12 @@ def record_outputs(job, bundle: Path, seqs: list[np.ndarray]) -> dict[str, np.nd
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     arrays = {"x": np.stack(seqs)}
+    record = recorded_backends(manifest)
     for fmt in manifest["artifacts"]:
         mod = format_module(fmt)
         ref = mod.reference(job) or default_reference(job)
-        for backend in mod.backends(job):
-            if backend not in manifest["parity"]:
+        for backend in mod.backends(job) + (["numpy"] if fmt == "native" else []):
+            if backend not in record:
                 continue
             stream = load(bundle, backend=backend).stream()
             arrays[f"y_{backend}"] = np.stack([stream.run(s) for s in seqs])
@@ -164,7 +173,7 @@ def prepare(out: Path, sets: list[str], force: bool = False, log=print) -> dict:
         info = {
             "set": group,
             "formats": got,
-            "backends": sorted(manifest["parity"]),
+            "backends": recorded_backends(manifest),
             "failed_formats": failed,
         }
         if group == "parity":

@@ -144,17 +144,26 @@ INLINE void f32_block_neon(const float *w, int K, const float *const *x, float *
     float32x4_t acc[4][RE_MAX_NS]; /* one panel: 4 quarters of 4 rows */
     for (int q = 0; q < 4; q++)
         for (int j = 0; j < ns; j++) acc[q][j] = vdupq_n_f32(0.0f);
-    for (int k = 0; k < K; k++) {
-        const float *wk = w + (size_t)k * RE_P;
-        const float32x4_t w0 = vld1q_f32(wk), w1 = vld1q_f32(wk + 4), w2 = vld1q_f32(wk + 8),
-                          w3 = vld1q_f32(wk + 12);
-        for (int j = 0; j < ns; j++) {
-            const float xk = x[j][k];
-            acc[0][j] = vfmaq_n_f32(acc[0][j], w0, xk);
-            acc[1][j] = vfmaq_n_f32(acc[1][j], w1, xk);
-            acc[2][j] = vfmaq_n_f32(acc[2][j], w2, xk);
-            acc[3][j] = vfmaq_n_f32(acc[3][j], w3, xk);
-        }
+    int k = 0;
+    for (; k + 4 <= K; k += 4) { /* x_j[k..k+3] in one register, fmla by lane: each row still sums k in order */
+        float32x4_t xk[RE_MAX_NS];
+        for (int j = 0; j < ns; j++) xk[j] = vld1q_f32(x[j] + k);
+#define FMLA_LANE(u)                                                                                       \
+    do {                                                                                                   \
+        const float32x4x4_t wv = vld1q_f32_x4(w + (size_t)(k + (u)) * RE_P);                              \
+        for (int j = 0; j < ns; j++)                                                                       \
+            for (int q = 0; q < 4; q++) acc[q][j] = vfmaq_laneq_f32(acc[q][j], wv.val[q], xk[j], (u));    \
+    } while (0)
+        FMLA_LANE(0);
+        FMLA_LANE(1);
+        FMLA_LANE(2);
+        FMLA_LANE(3);
+#undef FMLA_LANE
+    }
+    for (; k < K; k++) {
+        const float32x4x4_t wv = vld1q_f32_x4(w + (size_t)k * RE_P);
+        for (int j = 0; j < ns; j++)
+            for (int q = 0; q < 4; q++) acc[q][j] = vfmaq_n_f32(acc[q][j], wv.val[q], x[j][k]);
     }
     for (int q = 0; q < 4; q++)
         for (int j = 0; j < ns; j++) vst1q_f32(y[j] + p0 * RE_P + 4 * q, acc[q][j]);

@@ -199,15 +199,27 @@ DOTPROD INLINE void q8_panel_sdot(const int8_t *w, int G, const int8_t *const *q
     int32x4_t a[4][RE_MAX_NS];
     for (int t = 0; t < 4; t++)
         for (int j = 0; j < ns; j++) a[t][j] = vdupq_n_s32(0);
-    for (int g = 0; g < G; g++) {
-        const int8_t *wg = w + (size_t)g * 64;
-        const int8x16_t w0 = vld1q_s8(wg), w1 = vld1q_s8(wg + 16), w2 = vld1q_s8(wg + 32), w3 = vld1q_s8(wg + 48);
+    int g = 0;
+    for (; g + 4 <= G; g += 4) { /* 4 groups: q_j[4g..4g+15] in one register, sdot by 32-bit lane */
+        int8x16_t xg[RE_MAX_NS];
+        for (int j = 0; j < ns; j++) xg[j] = vld1q_s8(q[j] + 4 * g);
+#define SDOT_LANE(u)                                                                                       \
+    do {                                                                                                   \
+        const int8x16x4_t wv = vld1q_s8_x4(w + (size_t)(g + (u)) * 64);                                   \
+        for (int j = 0; j < ns; j++)                                                                       \
+            for (int t = 0; t < 4; t++) a[t][j] = vdotq_laneq_s32(a[t][j], wv.val[t], xg[j], (u));        \
+    } while (0)
+        SDOT_LANE(0);
+        SDOT_LANE(1);
+        SDOT_LANE(2);
+        SDOT_LANE(3);
+#undef SDOT_LANE
+    }
+    for (; g < G; g++) {
+        const int8x16x4_t wv = vld1q_s8_x4(w + (size_t)g * 64);
         for (int j = 0; j < ns; j++) {
             const int8x16_t xg = vreinterpretq_s8_s32(vdupq_n_s32(load4(q[j] + 4 * g)));
-            a[0][j] = vdotq_s32(a[0][j], w0, xg);
-            a[1][j] = vdotq_s32(a[1][j], w1, xg);
-            a[2][j] = vdotq_s32(a[2][j], w2, xg);
-            a[3][j] = vdotq_s32(a[3][j], w3, xg);
+            for (int t = 0; t < 4; t++) a[t][j] = vdotq_s32(a[t][j], wv.val[t], xg);
         }
     }
     for (int t = 0; t < 4; t++)
@@ -228,15 +240,32 @@ DOTPROD void re_q8_matvec_sdot(const re_packed *W, const int8_t *const *q, int32
     }
 }
 
-/* plain NEON (Cortex-A53/A72): smull of 2 rows x 4 columns against the group twice, then sadalp */
+/* plain NEON (Cortex-A53/A72): smull of 4 rows x 4 columns against the group, the next group's products added
+ * in int16 with smlal (|sum of 2| <= 2 * 128 * 127 < 2^15), then sadalp into int32 */
 INLINE void q8_panel_neon(const int8_t *w, int G, const int8_t *q, int32_t *acc, int p)
 {
-    int32x4_t a[8]; /* a[t] = [r 2t: cols 01, 23 | r 2t+1: cols 01, 23] */
+    int32x4_t a[8]; /* a[2t] = [r 4t: cols 01, 23 | r 4t+1: 01, 23], a[2t+1] the same for rows 4t+2, 4t+3 */
     for (int t = 0; t < 8; t++) a[t] = vdupq_n_s32(0);
-    for (int g = 0; g < G; g++) {
-        const int8_t *wg = w + (size_t)g * 64;
-        const int8x8_t xg = vreinterpret_s8_s32(vdup_n_s32(load4(q + 4 * g)));
-        for (int t = 0; t < 8; t++) a[t] = vpadalq_s16(a[t], vmull_s8(vld1_s8(wg + 8 * t), xg));
+    int g = 0;
+    for (; g + 2 <= G; g += 2) {
+        const int8x16x4_t u = vld1q_s8_x4(w + (size_t)g * 64), v = vld1q_s8_x4(w + (size_t)g * 64 + 64);
+        const int8x16_t xu = vreinterpretq_s8_s32(vdupq_n_s32(load4(q + 4 * g)));
+        const int8x16_t xv = vreinterpretq_s8_s32(vdupq_n_s32(load4(q + 4 * g + 4)));
+        for (int t = 0; t < 4; t++) {
+            const int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(u.val[t]), vget_low_s8(xu)), vget_low_s8(v.val[t]),
+                                          vget_low_s8(xv));
+            const int16x8_t hi = vmlal_high_s8(vmull_high_s8(u.val[t], xu), v.val[t], xv);
+            a[2 * t] = vpadalq_s16(a[2 * t], lo);
+            a[2 * t + 1] = vpadalq_s16(a[2 * t + 1], hi);
+        }
+    }
+    if (g < G) {
+        const int8x16x4_t u = vld1q_s8_x4(w + (size_t)g * 64);
+        const int8x16_t xu = vreinterpretq_s8_s32(vdupq_n_s32(load4(q + 4 * g)));
+        for (int t = 0; t < 4; t++) {
+            a[2 * t] = vpadalq_s16(a[2 * t], vmull_s8(vget_low_s8(u.val[t]), vget_low_s8(xu)));
+            a[2 * t + 1] = vpadalq_s16(a[2 * t + 1], vmull_high_s8(u.val[t], xu));
+        }
     }
     for (int t = 0; t < 4; t++) /* rows 4t..4t+3 */
         vst1q_s32(acc + p * RE_P + 4 * t, vpaddq_s32(a[2 * t], a[2 * t + 1]));
