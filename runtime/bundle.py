@@ -445,7 +445,7 @@ def check_weights(header: dict, model: dict, scheme: str, path: Path) -> None:
         raise BundleError(
             f"{path}: weights do not match the manifest's model ({model['cell']} {model['num_layers']}x"
             f"{model['hidden_size']}, {scheme}): missing {missing[:4]}, "
-            f"unexpected {[_short(x) for x in extra[:4]]}"
+            f"unexpected [{', '.join(_short(x) for x in extra[:4])}]"
         )
     for name, (dtype, shape) in spec.items():
         got = header[name][:2]
@@ -575,7 +575,8 @@ def load_bundle(path: str | os.PathLike, verify: bool = True, limits: Limits = D
         raise BundleError(f"{mpath} is not an rnnedge manifest (format != {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{path} has bundle format version {_short(manifest.get('format_version'))}, this rnnedge reads "
+            f"{mpath}: field format_version: bundle format version {_short(manifest.get('format_version'))}, "
+            f"this rnnedge reads "
             f"{FORMAT_VERSION}: re-export it or upgrade rnnedge"
         )
     check_manifest(manifest, mpath, limits)
