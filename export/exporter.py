@@ -22,6 +22,7 @@ from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 from . import quantize
+from .install import install, recover_stale, temp_folder
 from .reference import fold_normalization, reference_model, run_reference
 from .verify import check_parity
 
@@ -101,10 +102,11 @@ def export(
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
     mods = {fmt: format_module(fmt) for fmt in dict.fromkeys(["native", *formats])}
+    recover_stale(out, log)  # a killed earlier run may have left OUT half-installed: repair it first
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = temp_folder(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -139,17 +141,6 @@ def export(
         )
     install(tmp, out)
     return out
-
-
-def install(tmp: Path, out: Path) -> None:
-    """Move a finished bundle into place; an existing one (--force) is replaced only after that succeeds."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def verify_backend(folder: Path, backend: str, reference, job: ExportJob) -> dict:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnedge.runtime.bundle import WEIGHTS
-from safetensors.numpy import save_file
+from rnnedge.runtime.bundle import WEIGHTS, atomic_write_bytes
+from safetensors.numpy import save
 
 from . import quantize
 
@@ -21,7 +21,8 @@ def backends(job) -> list[str]:
 
 
 def write(job, folder: Path) -> dict:
-    save_file(quantize.store(job.folded, job.scheme), str(folder / FILE))
+    # via atomic_write_bytes: safetensors' save_file creates the file 0600, ignoring the umask
+    atomic_write_bytes(folder / FILE, save(quantize.store(job.folded, job.scheme)))
     art = {"file": FILE, "weights": describe(job.scheme)}
     if job.scheme == "int8-static":
         art["activation_scales"] = activation_scales(job)

@@ -41,6 +41,8 @@ def test_wheel_contains_every_subpackage_and_runs_installed(tmp_path, bundle_fac
         "rnnedge/export/exporter.py",
         "rnnedge/runtime/stream.py",
         "rnnedge/runtime/backends/native.py",
+        "rnnedge/runtime/manifest.schema.json",
+        "rnnedge/runtime/tflite_check.py",
         "rnnedge/devices/__init__.py",
     ):
         assert f in names, f

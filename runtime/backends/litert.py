@@ -19,6 +19,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError, MissingDependency, RnnEdgeError, require
+from ..tflite_check import check_tflite
 
 SIGNATURE = "serving_default"
 INTERPRETERS = {
@@ -45,14 +46,25 @@ def interpreter_module(name: str):
     return require(module, what, pip)
 
 
+def expected_signature(bundle: Bundle) -> dict:
+    """The serving_default tensors the manifest implies: x, h_in_k, c_in_k, ... -> y, h_out_k, ..."""
+    return {
+        "signature": SIGNATURE,
+        "inputs": {"x": bundle.input_size, **{s.input: s.size for s in bundle.states}},
+        "outputs": {"y": bundle.output_size, **{s.output: s.size for s in bundle.states}},
+    }
+
+
 class TfliteBackend:
     def __init__(self, bundle: Bundle, threads: int | None = 1, interpreter: str = "litert"):
         self.name = interpreter
         self.module = interpreter_module(interpreter)
         self.path = bundle.artifact("tflite")
-        self.content = self.path.read_bytes()
-        self.threads = threads
+        self.content = bundle.read("tflite")  # size-checked before reading; sha256 re-checked if verified
         self.states = bundle.states
+        # structural check first: tflite-runtime trusts the flatbuffer and segfaults on a malformed one
+        check_tflite(self.content, expected_signature(bundle))
+        self.threads = threads
         self.io = [("x", bundle.input_size)] + [(s.input, s.size) for s in self.states]
         self.runner()  # fail at load, not at the first step, if the file is not what we expect
 

@@ -43,10 +43,19 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, threads: int | None = 1):
-        self.sess = session(bundle.artifact("onnx"), threads)
+        # the verified bytes, not the path: ORT parses exactly what was checked, and resolves no external data
+        self.sess = session(bundle.read("onnx"), threads)
         self.states = bundle.states
         self.input_size, self.output_size = bundle.input_size, bundle.output_size
         check_io(self.sess, bundle)
+        try:  # one step from zeros at load, so a graph that cannot run fails here, as a BundleError
+            self.runner()
+        except RnnEdgeError:
+            raise
+        except Exception as e:  # ORT raises its own exception types when a node fails
+            raise BundleError(
+                f"onnxruntime cannot run {bundle.artifact('onnx')}: {e} (re-export the bundle)"
+            ) from e
 
     def runner(self) -> OrtRunner:
         return OrtRunner(self.sess, self.states, self.input_size, self.output_size)
@@ -56,8 +65,12 @@ def check_io(sess, bundle: Bundle) -> None:
     """The ONNX file must have the manifest's inputs and outputs (names, sizes), or it is not this model."""
     want_in = {"x": bundle.input_size, **{s.input: s.size for s in bundle.states}}
     want_out = {"y": bundle.output_size, **{s.output: s.size for s in bundle.states}}
-    got_in = {i.name: i.shape[-1] for i in sess.get_inputs()}
-    got_out = {o.name: o.shape[-1] for o in sess.get_outputs()}
+    # (batch, size) each; any other rank is reported as its whole shape (a mutated file can have rank 0)
+    try:
+        got_in = {i.name: i.shape[-1] if len(i.shape) == 2 else list(i.shape) for i in sess.get_inputs()}
+        got_out = {o.name: o.shape[-1] if len(o.shape) == 2 else list(o.shape) for o in sess.get_outputs()}
+    except (UnicodeDecodeError, ValueError, TypeError) as e:  # e.g. a tensor name that is not UTF-8
+        raise BundleError(f"{bundle.artifact('onnx')}: cannot read its inputs/outputs ({e})") from None
     if got_in != want_in or got_out != want_out:
         raise BundleError(
             f"{bundle.artifact('onnx')} does not match the manifest: inputs {got_in} / outputs {got_out}, "
