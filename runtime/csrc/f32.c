@@ -6,38 +6,6 @@
  */
 #include "kernel.h"
 
-/* constant trip counts, so the compiler unrolls a block fully */
-#define BLOCK2(np, ns, CALL)                                                                               \
-    switch ((np) * 8 + (ns)) {                                                                             \
-    case 8 + 1: CALL(1, 1); break;                                                                         \
-    case 8 + 2: CALL(1, 2); break;                                                                         \
-    case 8 + 3: CALL(1, 3); break;                                                                         \
-    case 8 + 4: CALL(1, 4); break;                                                                         \
-    case 16 + 1: CALL(2, 1); break;                                                                        \
-    case 16 + 2: CALL(2, 2); break;                                                                        \
-    case 16 + 3: CALL(2, 3); break;                                                                        \
-    case 16 + 4: CALL(2, 4); break;                                                                        \
-    }
-#define BLOCK(np, ns, CALL)                                                                                \
-    switch ((np) * 8 + (ns)) {                                                                             \
-    case 8 + 1: CALL(1, 1); break;                                                                         \
-    case 8 + 2: CALL(1, 2); break;                                                                         \
-    case 8 + 3: CALL(1, 3); break;                                                                         \
-    case 8 + 4: CALL(1, 4); break;                                                                         \
-    case 16 + 1: CALL(2, 1); break;                                                                        \
-    case 16 + 2: CALL(2, 2); break;                                                                        \
-    case 16 + 3: CALL(2, 3); break;                                                                        \
-    case 16 + 4: CALL(2, 4); break;                                                                        \
-    case 24 + 1: CALL(3, 1); break;                                                                        \
-    case 24 + 2: CALL(3, 2); break;                                                                        \
-    case 24 + 3: CALL(3, 3); break;                                                                        \
-    case 24 + 4: CALL(3, 4); break;                                                                        \
-    case 32 + 1: CALL(4, 1); break;                                                                        \
-    case 32 + 2: CALL(4, 2); break;                                                                        \
-    case 32 + 3: CALL(4, 3); break;                                                                        \
-    case 32 + 4: CALL(4, 4); break;                                                                        \
-    }
-
 /* ---------------------------------------------------------------------------------------------------- */
 /* portable */
 
@@ -90,7 +58,7 @@ AVX512 void re_f32_matvec_avx512(const re_packed *W, const float *const *x, floa
         const int np = W->panels - p0 < 4 ? W->panels - p0 : 4;
         const float *w = W->wf + (size_t)p0 * K * RE_P;
 #define CALL(a, b) f32_block_avx512(w, K, x, y, p0, a, b)
-        BLOCK(np, ns, CALL)
+        RE_BLOCK4(np, ns, CALL)
 #undef CALL
     }
 }
@@ -127,7 +95,7 @@ AVX2 void re_f32_matvec_avx2(const re_packed *W, const float *const *x, float *c
         const int np = W->panels - p0 < 2 ? W->panels - p0 : 2;
         const float *w = W->wf + (size_t)p0 * K * RE_P;
 #define CALL(a, b) f32_block_avx2(w, K, x, y, p0, a, b)
-        BLOCK2(np, ns, CALL)
+        RE_BLOCK2(np, ns, CALL)
 #undef CALL
     }
 }

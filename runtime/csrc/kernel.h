@@ -15,6 +15,18 @@
 #define RE_KG 4  /* int8 products are summed in groups of 4 (VNNI vpdpbusd, NEON sdot) */
 #define RE_MAX_NS 4 /* streams per kernel call */
 
+/* A kernel block of np panels x ns streams with constant trip counts, so the compiler unrolls it fully:
+ * RE_BLOCK4(np, ns, CALL) expands CALL(np, ns) for np, ns in 1..4 (RE_BLOCK2: np in 1..2). */
+#define RE_CASES(P, CALL)                                                                                  \
+    case 8 * P + 1: CALL(P, 1); break;                                                                     \
+    case 8 * P + 2: CALL(P, 2); break;                                                                     \
+    case 8 * P + 3: CALL(P, 3); break;                                                                     \
+    case 8 * P + 4: CALL(P, 4); break;
+#define RE_BLOCK2(np, ns, CALL)                                                                            \
+    switch ((np) * 8 + (ns)) { RE_CASES(1, CALL) RE_CASES(2, CALL) }
+#define RE_BLOCK4(np, ns, CALL)                                                                            \
+    switch ((np) * 8 + (ns)) { RE_CASES(1, CALL) RE_CASES(2, CALL) RE_CASES(3, CALL) RE_CASES(4, CALL) }
+
 typedef struct {
     int rows, cols;  /* logical shape (rows, cols) */
     int panels;      /* ceil(rows / 16) */

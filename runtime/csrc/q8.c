@@ -92,24 +92,7 @@ AVX512 void re_q8_matvec_vnni(const re_packed *W, const int8_t *const *q, int32_
         const int np = W->panels - p0 < 4 ? W->panels - p0 : 4;
         const int8_t *w = W->wq + (size_t)p0 * G * 64;
 #define CALL(a_, b_) q8_block_vnni(w, G, q, acc, W->rowsum, p0, a_, b_)
-        switch (np * 8 + ns) {
-        case 8 + 1: CALL(1, 1); break;
-        case 8 + 2: CALL(1, 2); break;
-        case 8 + 3: CALL(1, 3); break;
-        case 8 + 4: CALL(1, 4); break;
-        case 16 + 1: CALL(2, 1); break;
-        case 16 + 2: CALL(2, 2); break;
-        case 16 + 3: CALL(2, 3); break;
-        case 16 + 4: CALL(2, 4); break;
-        case 24 + 1: CALL(3, 1); break;
-        case 24 + 2: CALL(3, 2); break;
-        case 24 + 3: CALL(3, 3); break;
-        case 24 + 4: CALL(3, 4); break;
-        case 32 + 1: CALL(4, 1); break;
-        case 32 + 2: CALL(4, 2); break;
-        case 32 + 3: CALL(4, 3); break;
-        case 32 + 4: CALL(4, 4); break;
-        }
+        RE_BLOCK4(np, ns, CALL)
 #undef CALL
     }
 }
