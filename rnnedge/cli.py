@@ -190,6 +190,11 @@ def add_export(sub):
 def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
 
+    if a.run.is_file():
+        raise RnnEdgeError(
+            f"{a.run} is a file, not a training run folder: to export your own model use "
+            f"`rnnedge import {a.run} --arch ...` (PyTorch state_dict) or `rnnedge import model.onnx`"
+        )
     for scheme in a.quant:
         if a.out is None:
             out = a.run / f"bundle-{scheme}"
@@ -206,6 +211,85 @@ def cmd_export(a) -> int:
             options["tflite_weights"] = a.tflite_weights
         job = job_from_run(a.run, scheme, data=a.data, options=options)
         export(job, a.format, out, force=a.force)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# import: bring your own model (a PyTorch state_dict + declared architecture, or a standard ONNX file)
+
+
+def add_import(sub):
+    p = sub.add_parser(
+        "import",
+        help="export your own model (PyTorch state_dict + --arch, or a standard .onnx) to a verified bundle",
+        description="Bring your own model: map a PyTorch state_dict with a declared architecture (--arch) or "
+        "an ONNX graph built around the LSTM/GRU/RNN operators onto rnnedge's model, then quantise, export "
+        "and verify it like `rnnedge export`, also against the ORIGINAL model (your weights in PyTorch, or "
+        "ONNX Runtime on your file). Unsupported parts are refused with the module/node name and the reason.",
+        epilog="examples:\n"
+        "  rnnedge import lstm.pt --arch arch.json --data basic_motions -q fp32,int8 -o bundles/mine\n"
+        '  rnnedge import lstm.pt --arch \'{"modules": [{"name": "lstm", "type": "LSTM", "input_size": 6, '
+        '"hidden_size": 24, "batch_first": true}, {"name": "fc", "type": "Linear", "in_features": 24, '
+        '"out_features": 4}]}\'\n'
+        "  rnnedge import model.onnx --data my_sensor.npz --out bundles/from-onnx\n"
+        "See README 'Bring your own model' for the --arch format.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="state_dict (.pt / .pth / .safetensors) or ONNX file (.onnx)")
+    p.add_argument("--arch", help="state_dict only: architecture JSON (a file or inline)")
+    p.add_argument(
+        "--quant", "-q", type=csv_list(SCHEMES), default=["fp32"], help="scheme(s) (default: fp32)"
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        type=csv_list(("native", "onnx", "tflite")),
+        default=["native"],
+        help="native (always written), onnx, tflite (default: native)",
+    )
+    p.add_argument(
+        "--task",
+        choices=("classify", "regress", "forecast"),
+        default="classify",
+        help="classify = decision at the last step (default), regress = every step, forecast = next sample",
+    )
+    p.add_argument("--labels", help="class names, comma-separated (default: from --data, else 0..O-1)")
+    p.add_argument(
+        "--data",
+        help="dataset name or .npz for parity, accuracy and int8-static calibration (default: seeded "
+        "synthetic sequences, parity only)",
+    )
+    p.add_argument("--out", "-o", type=Path, help="bundle folder (default: MODEL-<scheme> beside the file)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(a) -> int:
+    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
+    for scheme in a.quant:
+        if a.out is None:
+            out = a.model.parent / f"{a.model.stem}-{scheme}"
+        else:
+            out = a.out / scheme if len(a.quant) > 1 else a.out
+        print(f"importing {a.model} as {scheme} -> {out}")
+        kw = dict(quant=scheme, formats=a.format, task=a.task, labels=labels, data=a.data, force=a.force)
+        if a.model.suffix == ".onnx":
+            if a.arch:
+                raise RnnEdgeError("--arch is for PyTorch state_dicts; an ONNX file describes itself")
+            from rnnedge.export.from_onnx import from_onnx
+
+            from_onnx(a.model, out, **kw)
+            continue
+        from rnnedge.export.from_torch import arch_module, file_sha256, from_torch, read_state_dict
+
+        if not a.arch:
+            raise RnnEdgeError(
+                f"{a.model}: a state_dict needs --arch (the modules in order, see README 'Bring your own "
+                "model'); for an ONNX file use a .onnx name"
+            )
+        module, norm = arch_module(read_state_dict(a.model), a.arch)
+        source = {"kind": "torch-state-dict", "file": str(a.model.resolve()), "sha256": file_sha256(a.model)}
+        from_torch(module, out, source=source, **norm, **kw)
     return 0
 
 
@@ -394,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     add_train(sub)
     add_export(sub)
+    add_import(sub)
     add_run(sub)
     add_info(sub)
     from rnnedge.demo import add_demo
