@@ -295,8 +295,12 @@ def test_cli_import_errors_are_one_line(trained, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     bi = {"modules": [{**ARCH["modules"][0], "bidirectional": True}, ARCH["modules"][1]]}
     sd = nn.LSTM(6, 24, num_layers=2, batch_first=True, bidirectional=True).state_dict()
-    torch.save({**{f"lstm.{k}": v for k, v in sd.items()}, "fc.weight": torch.zeros(4, 48), "fc.bias": torch.zeros(4)},
-               tmp_path / "bi.pt")  # fmt: skip
+    sd = {
+        **{f"lstm.{k}": v for k, v in sd.items()},
+        "fc.weight": torch.zeros(4, 48),
+        "fc.bias": torch.zeros(4),
+    }
+    torch.save(sd, tmp_path / "bi.pt")
     bi["modules"][1] = {**bi["modules"][1], "in_features": 48}
     r = cli("import", tmp_path / "bi.pt", "--arch", json.dumps(bi), check=False)
     assert r.returncode == 1 and "lstm (LSTM) is bidirectional" in r.stderr and "Traceback" not in r.stderr
