@@ -303,8 +303,13 @@ def add_run(sub):
         help="stream samples through a bundle, one output line per input sample",
         description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
         "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
-        "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
-        "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
+        "a .npz file in the training format (X (N, T, I), optional lengths (N,): only the first "
+        "lengths[i] steps of sequence i are streamed), or stdin ('-'). Output: one line per sample, "
+        "flushed at once, so it can sit in a pipe behind a sensor. Sequences: each one starts from a fresh "
+        "state; in CSV/stdin input a blank line ends a sequence (the state is reset). The end of a "
+        "sequence is marked the same way in the output: one blank line after its last output line "
+        "(after every sequence of an (N, T, I) input, and wherever the input had a blank line); "
+        "--index adds the sequence number as a first column instead.",
     )
     p.add_argument("bundle", type=Path)
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
@@ -321,6 +326,11 @@ def add_run(sub):
         metavar="N",
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help="prefix each output line with its sequence number (0, 1, ...) instead of blank-line markers",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -330,28 +340,40 @@ def cmd_run(a) -> int:
     model = load(a.bundle, backend=a.backend, threads=a.threads)
     stream = model.stream()
     out = sys.stdout
+    seq = 0
 
     def emit(y):
+        prefix = f"{seq}," if a.index else ""
         if a.decision and model.task == "classify":
-            out.write(f"{model.decide(y)}\n")
+            out.write(f"{prefix}{model.decide(y)}\n")
         else:
-            out.write(",".join(f"{v:.6g}" for v in y) + "\n")
+            out.write(prefix + ",".join(f"{v:.6g}" for v in y) + "\n")
         out.flush()
+
+    def end_of_sequence():  # the documented marker: a blank line (or, with --index, the next number)
+        nonlocal seq
+        if not a.index:
+            out.write("\n")
+            out.flush()
+        seq += 1
 
     if a.generate is not None:
         seed = read_all(a.input, model.input_size)
         for y in stream.generate(seed, a.generate):
             emit(y)
         return 0
-    if a.input != "-" and a.input.endswith(".npy"):
-        arr = load_npy(a.input)
-        for seq in arr if arr.ndim == 3 else [arr]:
-            for y in stream.run(seq):
+    if a.input != "-" and a.input.endswith((".npy", ".npz")):
+        seqs, several = load_sequences(a.input)
+        for x in seqs:
+            for y in stream.run(x) if len(x) else ():  # run() starts from a fresh state
                 emit(y)
+            if several:
+                end_of_sequence()
         return 0
     for lineno, x in text_rows(a.input):
         if x is None:
             stream.reset()
+            end_of_sequence()
             continue
         try:
             y = stream.step(x)
@@ -359,6 +381,35 @@ def cmd_run(a) -> int:
             raise InputError(f"{a.input}:{lineno}: {e}") from None
         emit(y)
     return 0
+
+
+def load_sequences(path: str) -> tuple[list, bool]:
+    """.npy (T, I) or (N, T, I), or .npz with X (N, T, I) and optional lengths (N,) -> list of (T_i, I),
+    and whether the file holds sequences (N, ...) rather than one (T, I) recording."""
+    import numpy as np
+
+    if path.endswith(".npy"):
+        arr = load_npy(path)
+        return (list(arr), True) if arr.ndim == 3 else ([arr], False)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("X", "lengths") if k in z.files}
+    except Exception as e:
+        raise RnnEdgeError(f"cannot read {path} as .npz: {e}") from e
+    X = arrays.get("X")
+    if X is None or X.ndim != 3:
+        raise RnnEdgeError(f"{path}: needs an array X of shape (N, T, I) (the training format)")
+    lengths = arrays.get("lengths")
+    if lengths is None:
+        return list(X), True
+    if (
+        lengths.shape != (len(X),)
+        or lengths.dtype.kind not in "iu"
+        or (lengths < 0).any()
+        or (lengths > X.shape[1]).any()
+    ):
+        raise RnnEdgeError(f"{path}: lengths must be {len(X)} integers in 0..{X.shape[1]}")
+    return [x[:n] for x, n in zip(X, lengths.tolist())], True
 
 
 def text_rows(path: str):

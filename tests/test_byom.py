@@ -256,8 +256,8 @@ ARCH = {
 }
 
 
-def cli(*args, check=True):
-    r = subprocess.run([*RNNEDGE, *map(str, args)], capture_output=True, text=True, timeout=300)
+def cli(*args, check=True, input=None):
+    r = subprocess.run([*RNNEDGE, *map(str, args)], capture_output=True, text=True, timeout=300, input=input)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -304,3 +304,43 @@ def test_cli_import_errors_are_one_line(trained, tmp_path):
     bi["modules"][1] = {**bi["modules"][1], "in_features": 48}
     r = cli("import", tmp_path / "bi.pt", "--arch", json.dumps(bi), check=False)
     assert r.returncode == 1 and "lstm (LSTM) is bidirectional" in r.stderr and "Traceback" not in r.stderr
+
+
+# ----------------------------------------------------------------------------
+# rnnedge run reads the training data formats and marks where each sequence's outputs end
+
+
+def blocks(stdout: str) -> list[np.ndarray]:
+    """Output lines split at the blank-line marker -> one (T_i, O) array per sequence."""
+    assert stdout.endswith("\n\n") or stdout == "\n"  # the last sequence ends with the marker too
+    out, cur = [], []
+    for line in stdout.split("\n")[:-1]:
+        if line:
+            cur.append([float(v) for v in line.split(",")])
+        else:
+            out.append(np.array(cur).reshape(-1, 3))
+            cur = []
+    return out
+
+
+def test_run_npz_streams_each_sequence_from_a_fresh_state(bundle_factory, tmp_path):
+    path, _, _ = bundle_factory(task="classify")
+    rng = np.random.default_rng(5)
+    X = rng.normal(0, 2, (3, 12, 5)).astype(np.float32)  # padding after each length is NOT zero: never read
+    lengths = np.array([12, 5, 0])
+    np.savez(tmp_path / "d.npz", X=X, lengths=lengths, y=np.array([0, 1, 2]))
+    stream = rt.load(path).stream()
+    want = [stream.run(x[:n]) if n else np.zeros((0, 3)) for x, n in zip(X, lengths)]
+    got = blocks(cli("run", path, tmp_path / "d.npz").stdout)
+    assert [len(g) for g in got] == [12, 5, 0]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max(initial=0) < 1e-5
+    indexed = cli("run", path, tmp_path / "d.npz", "--index").stdout.splitlines()
+    assert [ln.split(",")[0] for ln in indexed] == ["0"] * 12 + ["1"] * 5
+    np.save(tmp_path / "d.npy", X[:2])  # (N, T, I) .npy: every step of each, marker after each
+    assert [len(g) for g in blocks(cli("run", path, tmp_path / "d.npy").stdout)] == [12, 12]
+    np.savez(tmp_path / "bad.npz", X=X, lengths=np.array([12, 13, 1]))
+    r = cli("run", path, tmp_path / "bad.npz", check=False)
+    assert r.returncode == 1 and "lengths must be 3 integers in 0..12" in r.stderr
+    r = cli("run", path, check=False, input="1 2 3 4 5\n\n1 2 3 4 5\n")  # stdin: the same marker on reset
+    assert [len(g) for g in blocks(r.stdout + "\n")] == [1, 1]  # no marker after the last line: no blank
