@@ -26,7 +26,7 @@ FORMAT = "rnnedge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_lbr0")  # gru_lbr0: see runtime/cells.py
 
 
 # ----------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def _pattern_match(pattern: str, value: str) -> bool:
 
 
 def gates(cell: str) -> int:
-    return {"lstm": 4, "gru": 3}.get(cell, 1)
+    return {"lstm": 4, "gru": 3, "gru_lbr0": 3}.get(cell, 1)
 
 
 def weights_spec(

@@ -77,7 +77,13 @@ def _activation_scales(bundle: Bundle) -> dict | None:
 
 class CompiledBackend:
     name = "native"
-    CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+    CELLS = {
+        "lstm": "LSTM",
+        "gru": "GRU",
+        "gru_lbr0": "GRU_LBR0",
+        "rnn_tanh": "RNN_TANH",
+        "rnn_relu": "RNN_RELU",
+    }
 
     def __init__(self, bundle: Bundle):
         raw = bundle.raw_weights()
