@@ -3,7 +3,8 @@ normal pipeline (exporter.py: build -> verify -> install), checked against the m
 
 What maps (found in the module's registration order, `named_modules()`):
     [input normalisation] -> recurrent core -> [head]
-    normalisation  declared `input_mean`/`input_std`, or `norm="name"`: a submodule that is a per-channel
+    normalisation  declared `input_mean`/`input_std` (what your data pipeline does before forward(): the
+                   bundle then takes raw samples), or `norm="name"`: a submodule that is a per-channel
                    affine map in eval mode (a Normalize module, BatchNorm1d, ...), probed numerically
     core           one nn.LSTM / nn.GRU / nn.RNN (tanh|relu, 1-3 layers, either batch_first, bias or not),
                    or a stack of nn.LSTMCell / nn.GRUCell / nn.RNNCell of one kind and one hidden size
@@ -329,6 +330,12 @@ def original_runner(module: nn.Module, batch_first: bool) -> Callable[[np.ndarra
     return run
 
 
+def preprocessed(run: Callable, mean: np.ndarray, std: np.ndarray) -> Callable:
+    """Declared input_mean/input_std: the normalisation the user's pipeline applies BEFORE forward(); the
+    bundle takes raw samples, the original is forward((x - mean) / std)."""
+    return lambda seq: run(((np.asarray(seq, np.float64) - mean) / std).astype(np.float32))
+
+
 def check_mapping(mapping: TorchMapping, original: Callable, seqs: list[np.ndarray], name: str) -> float:
     """The mapped model must reproduce the module's own forward(), or nothing is exported."""
     from .reference import run_reference
@@ -437,6 +444,8 @@ def from_torch(
             f"forecast needs output size == input size, got {cfg.output_size} != {cfg.input_size}"
         )
     original = original_runner(module, mapping.batch_first)
+    if norm is None and (input_mean is not None or input_std is not None):
+        original = preprocessed(original, m.in_mean.double().numpy(), m.in_std.double().numpy())
     name = type(module).__name__
     err = check_mapping(mapping, original, d["eval_seqs"][:4], name)
     core, head = ", ".join(mapping.parts["core"]), ", ".join(mapping.parts["head"]) or "none"
