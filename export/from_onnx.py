@@ -2,7 +2,8 @@
 model form and export it through the normal pipeline, checked against ONNX Runtime on the original file.
 
 What maps:
-    graph input -> [Transpose / Identity / Cast] -> LSTM|GRU|RNN (1-3 nodes, each fed by the previous one's Y
+    graph input -> [Transpose / Identity / Cast, and Sub / Div / Mul / Add with per-channel constants: an
+    input normalisation, folded into the first layer] -> LSTM|GRU|RNN (1-3 nodes, each fed by the previous one's Y
     through Squeeze / Unsqueeze / Transpose / Reshape / Identity) -> head -> the FIRST graph output
     head: MatMul / Gemm / Add / Sub / Mul with constant operands (composed into one Linear layer), with
     Squeeze / Unsqueeze / Transpose / Reshape / Identity / Flatten / Dropout / Gather / Slice between (the
@@ -224,7 +225,7 @@ def find_core(g: Graph) -> list:
                 f"{label(n)} is not fed by {label(prev)}'s Y through reshapes only"
                 + (f" ({label(bad)} in between)" if bad is not None else "")
             )
-    origin, walked = trace_back(g, rec[0].input[0], ("Transpose", "Identity", "Cast"))
+    origin, walked = trace_input(g, rec[0].input[0])
     if origin not in g.inputs:
         bad = g.producer.get(origin)
         raise ImportRefused(
@@ -235,9 +236,58 @@ def find_core(g: Graph) -> list:
     return rec
 
 
+INPUT_PATH_OPS = ("Transpose", "Identity", "Cast", "Sub", "Div", "Mul", "Add")
+
+
+def trace_input(g: Graph, name: str) -> tuple[str, list]:
+    """Back from the first recurrent node's X to the graph input through reshapes and per-channel affine
+    ops with a constant operand (input normalisation) -> (origin, nodes walked, nearest the core first)."""
+    walked = []
+    while name in g.producer and g.producer[name].op_type in INPUT_PATH_OPS:
+        n = g.producer[name]
+        walked.append(n)
+        name = linear_data_input(g, n) if n.op_type in LINEAR_OPS else n.input[0]
+    return name, walked
+
+
+def input_normalization(g: Graph, first, I: int) -> tuple[np.ndarray, np.ndarray]:
+    """The affine ops on the input path, z = a x + b per channel -> (mean, std): z = (x - mean) / std."""
+    a, b = np.ones(I), np.zeros(I)
+    for n in reversed(trace_input(g, first.input[0])[1]):  # from the graph input towards the core
+        if n.op_type == "Transpose":
+            perm = attrs(n).get("perm")
+            if perm is None or perm[-1] != len(perm) - 1:
+                raise ImportRefused(f"{label(n)} before the core moves the channel axis: not supported")
+            continue
+        if n.op_type in ("Identity", "Cast"):
+            continue
+        k = 0 if g.value(n.input[0]) is not None else 1
+        c = np.asarray(g.value(n.input[k]), np.float64)
+        if c.size not in (1, I) or (c.size == I and c.shape[-1] != I):
+            raise ImportRefused(
+                f"{label(n)} before the core: its constant {c.shape} is not per input channel"
+            )
+        c = np.broadcast_to(c.reshape(-1), (I,))
+        if n.op_type == "Add":
+            b = b + c
+        elif n.op_type == "Sub":
+            a, b = (a, b - c) if k == 1 else (-a, c - b)
+        elif n.op_type == "Mul":
+            a, b = a * c, b * c
+        elif k == 0:
+            raise ImportRefused(f"{label(n)} divides a constant by the input: not an affine normalisation")
+        else:
+            a, b = a / c, b / c
+    if np.any(a == 0) or not np.all(np.isfinite(a)):
+        raise ImportRefused(
+            "the input normalisation in the graph scales a channel by 0 or a non-finite value"
+        )
+    return -b / a, 1.0 / a
+
+
 def input_time_axis(g: Graph, first) -> tuple[str, int]:
     """-> (graph input name, its time axis) from the first node's layout and the Transposes before it."""
-    name, walked = trace_back(g, first.input[0], ("Transpose", "Identity", "Cast"))
+    name, walked = trace_input(g, first.input[0])
     axes = [1, 0, 2] if attrs(first).get("layout", 0) else [0, 1, 2]  # X axes (T, B, I) in the input's terms
     for n in walked:  # nearest the node first: X = transpose(v, perm) means X axis j is v axis perm[j]
         if n.op_type == "Transpose":
@@ -290,7 +340,7 @@ def linear_data_input(g: Graph, n) -> str:
             raise ImportRefused(f"{label(n)}: B and C must be constants")
         return n.input[0]
     if sum(consts) != 1:
-        raise ImportRefused(f"{label(n)}: exactly one operand must be a constant to be part of a linear head")
+        raise ImportRefused(f"{label(n)}: exactly one operand must be a constant for it to be a linear map")
     return ins[consts.index(False)]
 
 
@@ -357,6 +407,7 @@ def map_onnx(path: str | Path) -> tuple[ModelConfig, RecurrentModel, dict]:
     cfg = ModelConfig(cell=cell, input_size=I, hidden_size=H, num_layers=len(core), output_size=W.shape[0])
     m = RecurrentModel(cfg)
     m.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in w.items()}, strict=False)
+    m.set_normalization(*input_normalization(g, core[0], I))
     x_name, t_axis = input_time_axis(g, core[0])
     dims = g.inputs[x_name].type.tensor_type.shape.dim
     fixed = dims[t_axis].dim_value if len(dims) == 3 and dims[t_axis].HasField("dim_value") else None
@@ -453,7 +504,7 @@ def from_onnx(
     quantised reference AND against ONNX Runtime on the original file (parity["original"]; gating for fp32).
     Raises ImportRefused naming the node that cannot be mapped."""
     cfg, m, parts = map_onnx(path)
-    d = job_data(data, cfg.input_size, task, np.zeros(cfg.input_size), np.ones(cfg.input_size))
+    d = job_data(data, cfg.input_size, task, m.in_mean.double().numpy(), m.in_std.double().numpy())
     if parts["fixed_steps"]:  # a graph exported with a fixed sequence length runs only that length in ORT
         T0 = parts["fixed_steps"]
         d["eval_seqs"] = [s[:T0] for s in d["eval_seqs"] if len(s) >= T0]

@@ -229,6 +229,27 @@ def test_refusals_name_the_node(tmp_path):
         map_onnx(tmp_path / "junk.onnx")
 
 
+def test_input_normalisation_in_the_graph_is_folded(tmp_path):
+    torch.manual_seed(5)
+
+    class Normed(Net):
+        def forward(self, x):
+            return super().forward((x - torch.linspace(-1, 1, 6)) / torch.linspace(0.5, 2, 6) * 1.5)
+
+    path = to_onnx(Normed(nn.GRU, layers=1), tmp_path / "n.onnx")
+    out = from_onnx(path, tmp_path / "b", **QUIET)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["parity"]["original"]["ok"] and m["parity"]["original"]["max_abs_error"] <= 1e-5
+    assert np.allclose(m["normalization"]["input_mean"], np.linspace(-1, 1, 6), atol=1e-6)
+
+    class Squared(Net):
+        def forward(self, x):
+            return super().forward(x * x)
+
+    with pytest.raises(ImportRefused, match=r"\(Mul\): exactly one operand must be a constant"):
+        map_onnx(to_onnx(Squared(nn.GRU, layers=1), tmp_path / "sq.onnx"))
+
+
 def test_initial_states_as_graph_inputs(tmp_path):
     torch.manual_seed(3)
 
