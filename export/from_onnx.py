@@ -3,8 +3,8 @@ model form and export it through the normal pipeline, checked against ONNX Runti
 
 What maps:
     graph input -> [Transpose / Identity / Cast, and Sub / Div / Mul / Add with per-channel constants: an
-    input normalisation, folded into the first layer] -> LSTM|GRU|RNN (1-3 nodes, each fed by the previous one's Y
-    through Squeeze / Unsqueeze / Transpose / Reshape / Identity) -> head -> the FIRST graph output
+    input normalisation, folded into the first layer] -> LSTM|GRU|RNN (1-3 nodes, each fed by the previous
+    one's Y through Squeeze / Unsqueeze / Transpose / Reshape / Identity) -> head -> the FIRST graph output
     head: MatMul / Gemm / Add / Sub / Mul with constant operands (composed into one Linear layer), with
     Squeeze / Unsqueeze / Transpose / Reshape / Identity / Flatten / Dropout / Gather / Slice between (the
     last step or every step); no head = the last layer's h.
