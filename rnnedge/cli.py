@@ -499,6 +499,13 @@ def cmd_info(a) -> int:
     labels = task.get("labels")
     print(f"task       {task.get('kind')}" + (f"  labels {', '.join(labels)}" if labels else ""))
     print(f"quant      {m['quant']['scheme']}")
+    src = m.get("source", {})
+    if src.get("kind"):  # an imported model: where it came from
+        origin = src.get("file") or src.get("module", "")
+        print(
+            f"source     {src['kind']}  {origin}"
+            + (f"  sha256 {src['sha256'][:16]}..." if "sha256" in src else "")
+        )
     print("state      " + ", ".join(f"{s['input']}->{s['output']} {s['shape']}" for s in m["io"]["state"]))
     print("files      " + ", ".join(f"{n} ({i['bytes'] / 1024:.1f} KiB)" for n, i in m["files"].items()))
     for name, ev in m.get("evaluation", {}).items():
