@@ -27,7 +27,7 @@ import torch
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 from .exporter import ExportJob, export
-from .from_torch import ImportRefused, file_sha256, job_data
+from .from_torch import ImportRefused, file_sha256, job_data, probe_sequences
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 SHAPE_OPS = ("Squeeze", "Unsqueeze", "Transpose", "Reshape", "Identity", "Flatten", "Dropout", "Cast")
@@ -504,7 +504,10 @@ def from_onnx(
     quantised reference AND against ONNX Runtime on the original file (parity["original"]; gating for fp32).
     Raises ImportRefused naming the node that cannot be mapped."""
     cfg, m, parts = map_onnx(path)
-    d = job_data(data, cfg.input_size, task, m.in_mean.double().numpy(), m.in_std.double().numpy())
+    mean, std = m.in_mean.double().numpy(), m.in_std.double().numpy()
+    d = job_data(data, cfg.input_size, task, mean, std)
+    if data is None and parts["fixed_steps"]:  # synthetic probes of the one length the graph takes
+        d["eval_seqs"] = d["calib_seqs"] = probe_sequences(cfg.input_size, mean, std, T=parts["fixed_steps"])
     if parts["fixed_steps"]:  # a graph exported with a fixed sequence length runs only that length in ORT
         T0 = parts["fixed_steps"]
         d["eval_seqs"] = [s[:T0] for s in d["eval_seqs"] if len(s) >= T0]
