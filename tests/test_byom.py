@@ -113,9 +113,14 @@ def test_trained_lstm_matches_the_users_module(trained, bm, tmp_path):
 
 
 def test_quantised_import_records_its_distance_to_the_original(trained, bm, tmp_path):
-    scheme = "int8-dynamic"
-    path = from_torch(trained, tmp_path / scheme, quant=scheme, data=bm.test.sequences()[:10], **QUIET)
-    orig = json.loads((path / "manifest.json").read_text())["parity"]["original"]
+    """The rest of the pipeline after import: a static scheme calibrated on the user's data, every format."""
+    data = bm.test.sequences()[:10]
+    path = from_torch(trained, tmp_path / "q", quant="int8-static", formats=["onnx", "tflite"], data=data,
+                      options={"tflite_target": "litert"}, **QUIET)  # fmt: skip
+    m = json.loads((path / "manifest.json").read_text())
+    assert {"native", "onnxruntime", "litert", "original"} <= set(m["parity"])
+    assert all(r["ok"] for r in m["parity"].values())
+    orig = m["parity"]["original"]
     assert not orig["gating"] and 0 < orig["max_abs_error"] < 0.5 and orig["agreement"] >= 0.9
 
 
