@@ -276,6 +276,7 @@ def test_cli_device_gate(bundle, tmp_path):
     assert r.returncode == 0 and "gate: PASS" in r.stdout, r.stdout + r.stderr
 
     r = cli(bundle, "--device", "pi6", "--quiet")
-    assert r.returncode == 2 and "pi4" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "pi4" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith("rnnedge: error: ")  # the same error path and exit code as every command
     r = cli(tmp_path / "nothing-here", "--quiet")
-    assert r.returncode == 2 and "no bundle" in r.stderr
+    assert r.returncode == 1 and "rnnedge: error: no bundle" in r.stderr
