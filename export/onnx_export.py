@@ -231,7 +231,8 @@ def reference(job):
     int8-dynamic / int8-static: the exported graph itself, evaluated by onnx.reference (ONNX's Python
     implementation of the operator specs). It defines what the scheme computes (which tensors are quantised,
     with which scales and rounding), independently of ORT's fused integer kernels; parity against it catches
-    an ORT kernel that does not compute the graph, e.g. u8s8 saturation on x86 without VNNI (FACTS.md)."""
+    an ORT kernel that does not compute the graph, e.g. u8s8 saturation on x86 without VNNI (ARCHITECTURE.md,
+    "Known traps")."""
     if job.scheme in quantize.WEIGHT_ONLY:
         return None
     model, _ = graph(job)

@@ -122,7 +122,7 @@ def test_unknown_or_invalid_profile_says_what_is_wrong(tmp_path):
 
 
 def test_budget_is_the_tighter_of_class_ceiling_and_rate():
-    assert profiles.macs_per_step("lstm", 40, 64, 1, 12) == 27_392  # FACTS.md: 27 k
+    assert profiles.macs_per_step("lstm", 40, 64, 1, 12) == 27_392  # 4*64*(40+64) + 12*64 MAC
     assert profiles.macs_per_step("gru", 40, 256, 1, 12) == 3 * 256 * 296 + 12 * 256
     assert [profiles.size_class(m) for m in (27_392, 32_000, 32_001, 306_000, 10**6)] == [
         "tiny", "tiny", "small", "medium", "large"

@@ -9,8 +9,8 @@ Each runner owns one interpreter, allocated once. The state lives in the interpr
 invoke() each h_out is copied into its h_in, so get_state/set_state/reset only touch the inputs. Per step:
 set x, invoke, copy the state, read y. set_tensor/get_tensor by index measured fastest (LSTM H=128, per step,
 litert / tflite-runtime): 5.6 / 6.5 us, against 6.2 / 7.6 us for numpy views re-made with
-interpreter.tensor(i)() each step (views must not be held across invoke() in LiteRT: FACTS.md) and
-8.5 / 9.9 us for the signature runner, which builds dicts of new arrays.
+interpreter.tensor(i)() each step (views must not be held across invoke() in LiteRT: ARCHITECTURE.md, "Known
+traps") and 8.5 / 9.9 us for the signature runner, which builds dicts of new arrays.
 """
 
 from __future__ import annotations
