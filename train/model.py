@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from rnnedge.runtime.vocab import CELLS, IMPORTED_CELLS
 from torch import nn
-
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_lbr0")  # gru_lbr0: imported ONNX GRUs (GRULbr0)
 
 
 @dataclass
@@ -25,8 +24,8 @@ class ModelConfig:
     dropout: float = 0.0  # between stacked layers (training only)
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell not in CELLS + IMPORTED_CELLS:
+            raise ValueError(f"cell must be one of {CELLS + IMPORTED_CELLS}, got {self.cell!r}")
         if not 1 <= self.num_layers <= 3:
             raise ValueError(f"num_layers must be 1-3, got {self.num_layers}")
         for k in ("input_size", "hidden_size", "output_size"):
