@@ -45,7 +45,7 @@ class ExportJob:
     calib_seqs: list[np.ndarray] = field(default_factory=list)  # training sequences for static calibration
     options: dict = field(default_factory=dict)  # format options by key, e.g. {"tflite_target": "litert"}
     source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
-    # the user's ORIGINAL model (bring-your-own routes, export/from_torch.py, export/from_onnx.py):
+    # the user's ORIGINAL model (bring-your-own routes, export/import_torch.py, export/import_onnx.py):
     # raw (T, I) -> (T, O) every step, or (O,) last step only; the native bundle is checked against it
     original: Callable[[np.ndarray], np.ndarray] | None = None
 

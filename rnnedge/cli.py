@@ -294,11 +294,11 @@ def cmd_import(a) -> int:
         if a.model.suffix == ".onnx":
             if a.arch:
                 raise RnnEdgeError("--arch is for PyTorch state_dicts; an ONNX file describes itself")
-            from rnnedge.export.from_onnx import from_onnx
+            from rnnedge.export.import_onnx import from_onnx
 
             from_onnx(a.model, out, **kw)
             continue
-        from rnnedge.export.from_torch import arch_module, file_sha256, from_torch, read_state_dict
+        from rnnedge.export.import_torch import arch_module, file_sha256, from_torch, read_state_dict
 
         if not a.arch:
             raise RnnEdgeError(

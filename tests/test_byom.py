@@ -1,5 +1,5 @@
 """Bring your own model from PyTorch: a user's nn.Module as it is (no rnnedge in it), trained with plain
-PyTorch on BasicMotions, mapped and exported by export/from_torch.py, checked against the module itself."""
+PyTorch on BasicMotions, mapped and exported by export/import_torch.py, checked against the module itself."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import rnnedge.runtime as rt
 import torch
 from rnnedge.export import from_torch
-from rnnedge.export.from_torch import ImportRefused, map_module
+from rnnedge.export.import_torch import ImportRefused, map_module
 from rnnedge.train.data import load_dataset
 from torch import nn
 

@@ -1,4 +1,4 @@
-"""Bring your own ONNX model (export/from_onnx.py): files written by torch.onnx from plain PyTorch models,
+"""Bring your own ONNX model (export/import_onnx.py): files written by torch.onnx from plain PyTorch models,
 checked against ONNX Runtime on the original file; the onnx package's own backend node test cases for the
 LSTM / GRU / RNN operators (their expected outputs come from ONNX's reference implementation); refusals;
 and the gru_lbr0 cell (ONNX's default GRU) in the numpy path and the compiled kernel on every ISA."""
@@ -18,8 +18,8 @@ import rnnedge.runtime as rt
 import torch
 from onnx import helper, numpy_helper
 from rnnedge.export import from_onnx
-from rnnedge.export.from_onnx import map_onnx
-from rnnedge.export.from_torch import ImportRefused
+from rnnedge.export.import_onnx import map_onnx
+from rnnedge.export.import_torch import ImportRefused
 from rnnedge.train.data import load_dataset
 from torch import nn
 

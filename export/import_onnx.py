@@ -27,7 +27,7 @@ import torch
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 from .exporter import ExportJob, export
-from .from_torch import ImportRefused, file_sha256, job_data, probe_sequences
+from .import_torch import ImportRefused, file_sha256, job_data, probe_sequences
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 SHAPE_OPS = ("Squeeze", "Unsqueeze", "Transpose", "Reshape", "Identity", "Flatten", "Dropout", "Cast")
