@@ -45,9 +45,19 @@ WEIGHTS = ("per-channel", "per-tensor")
 
 @dataclass(frozen=True)
 class TfliteOptions:
-    target: str = option("both", tuple(TARGETS), "the interpreter(s) the file must be correct on")
-    activations: str = option("int8", tuple(tflite_quant.ACTIVATIONS), "int8-static: a8w8 or a16w8")
-    weights: str | None = option(None, WEIGHTS, "weight scales (None: per-channel, see plan())")
+    target: str = option("both", tuple(TARGETS), "TFLite interpreter(s) the file must be correct on")
+    activations: str = option(
+        "int8",
+        tuple(tflite_quant.ACTIVATIONS),
+        "int8-static TFLite: int8 activations (a8w8) or int16 (a16w8: keeps a large LSTM cell state "
+        "accurate, slower kernels)",
+    )
+    weights: str | None = option(
+        None,
+        WEIGHTS,
+        "TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
+        "which silently ignores per-channel hybrid scales)",
+    )
 
 
 def plan(job) -> dict:

@@ -135,9 +135,23 @@ def cmd_train(a) -> int:
 # export
 
 
-def add_export(sub):
-    from rnnedge.export.formats import option_choices  # numpy only: the format modules, not torch
+def add_format_options(p) -> None:
+    """One flag per export-format option, from the formats' option dataclasses (export/formats.py): key
+    onnx_graph -> --onnx-graph, with its choices, default and help. --target is tflite_target's short name."""
+    from rnnedge.export.formats import FORMATS  # numpy only: the format modules, not torch
 
+    for fmt in FORMATS.values():
+        for key, f in fmt.keys().items():
+            flags = ["--" + key.replace("_", "-")] + (["--target"] if key == "tflite_target" else [])
+            kw = {"dest": key, "default": f.default, "help": f.metadata["help"]}
+            if isinstance(f.default, bool):
+                kw["action"] = "store_true"
+            else:
+                kw["choices"] = f.metadata["choices"]
+            p.add_argument(*flags, **kw)
+
+
+def add_export(sub):
     p = sub.add_parser(
         "export",
         help="quantise a trained run and export a verified bundle",
@@ -161,37 +175,7 @@ def add_export(sub):
         default=["native"],
         help="native (always written), onnx, tflite; comma-separated (default: native)",
     )
-    p.add_argument(
-        "--target",
-        choices=option_choices("tflite_target"),
-        default="both",
-        help="TFLite interpreter(s) the file must be correct on (default: both)",
-    )
-    p.add_argument(
-        "--onnx-graph",
-        choices=option_choices("onnx_graph"),
-        default="cell",
-        help="ONNX graph form: decomposed cell (default; ORT quantises every cell, int8-static works) or "
-        "the ONNX LSTM/GRU/RNN operator",
-    )
-    p.add_argument(
-        "--onnx-sequence",
-        action="store_true",
-        help="also write model_seq.onnx, a whole-sequence graph for offline batch inference",
-    )
-    p.add_argument(
-        "--tflite-activations",
-        choices=option_choices("tflite_activations"),
-        default="int8",
-        help="int8-static TFLite: int8 activations (a8w8, default) or int16 (a16w8: keeps a large LSTM cell "
-        "state accurate, slower kernels)",
-    )
-    p.add_argument(
-        "--tflite-weights",
-        choices=option_choices("tflite_weights"),
-        help="TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
-        "which silently ignores per-channel hybrid scales)",
-    )
+    add_format_options(p)
     p.add_argument(
         "--out",
         "-o",
@@ -206,15 +190,9 @@ def add_export(sub):
 
 def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
-    from rnnedge.export.formats import check_options
+    from rnnedge.export.formats import FORMATS, check_options
 
-    options = {
-        "tflite_target": a.target,
-        "tflite_activations": a.tflite_activations,
-        "tflite_weights": a.tflite_weights,
-        "onnx_graph": a.onnx_graph,
-        "onnx_sequence": a.onnx_sequence,
-    }
+    options = {key: getattr(a, key) for f in FORMATS.values() for key in f.keys()}
     check_options(options)  # before the checkpoint and the dataset are loaded
     for scheme in a.quant:
         if a.out is None:
@@ -432,8 +410,14 @@ EXAMPLES = {
 EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train"}
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs keep their line breaks (examples); every option with a default says it."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Text with line breaks (examples, exit codes) stays as written, other text is wrapped; every option
+    with a default says it."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action):
         text = action.help or ""

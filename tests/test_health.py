@@ -89,7 +89,8 @@ def test_cli_choices_are_the_vocabularies():
     assert tuple(opts["backend"].choices) == vocab.BACKENDS
     opts = {a.dest: a for a in sub["export"]._actions}
     assert tuple(opts["onnx_graph"].choices) == formats.option_choices("onnx_graph")
-    assert tuple(opts["target"].choices) == formats.option_choices("tflite_target")
+    assert tuple(opts["tflite_target"].choices) == formats.option_choices("tflite_target")
+    assert opts["tflite_target"].option_strings == ["--tflite-target", "--target"]
 
 
 # ----------------------------------------------------------------------------
