@@ -498,7 +498,8 @@ def report(e: Exception, debug: bool, extra: str | None) -> int:
             from rnnedge.runtime.vocab import EXTRA_OF, pip_extra
 
             e = f"{missing} is not installed: run `{pip_extra(extra or EXTRA_OF[missing])}`"
-        print(f"rnnedge: error: {e}", file=sys.stderr)
+        hint = " (--debug shows where it was raised)" if isinstance(e, OSError) and not debug else ""
+        print(f"rnnedge: error: {e}{hint}", file=sys.stderr)
         return EXIT_ERROR
     traceback.print_exc()
     print(

@@ -260,6 +260,17 @@ def test_debug_works_after_the_command_and_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "usage:" in r.stderr
 
 
+def test_an_os_error_is_one_line_with_a_debug_hint(monkeypatch, capsys, tmp_path):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(rt, "load_bundle", full, raising=False)
+    assert cli.main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnedge: error: [Errno 28] No space left on device: '{tmp_path / 'x'}'")
+    assert err.endswith(" (--debug shows where it was raised)\n") and err.count("\n") == 1
+
+
 def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, capsys, tmp_path):
     def broken(*a, **k):
         raise ValueError("boom: a bug, not the user's input")
