@@ -497,7 +497,8 @@ def report(e: Exception, debug: bool, extra: str | None) -> int:
         if missing:
             from rnnedge.runtime.vocab import EXTRA_OF, pip_extra
 
-            e = f"{missing} is not installed: run `{pip_extra(extra or EXTRA_OF[missing])}`"
+            need = extra if missing == "torch" and extra else EXTRA_OF[missing]  # the command's own extra
+            e = f"{missing} is not installed: run `{pip_extra(need)}`"
         hint = " (--debug shows where it was raised)" if isinstance(e, OSError) and not debug else ""
         print(f"rnnedge: error: {e}{hint}", file=sys.stderr)
         return EXIT_ERROR

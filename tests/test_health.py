@@ -291,6 +291,19 @@ def test_missing_extras_are_one_line_naming_the_pip_command(tmp_path):
         assert not (tmp_path / cmd).exists()
 
 
+@pytest.mark.parametrize(
+    "module,command_extra,extra",
+    [("onnx", "export", "onnx"), ("torch", "export", "export"), ("matplotlib", None, "plot")],
+)
+def test_a_missing_module_anywhere_names_the_extra_that_installs_it(capsys, module, command_extra, extra):
+    try:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    except ModuleNotFoundError as e:
+        assert cli.report(e, False, command_extra) == 1
+    want = f"rnnedge: error: {module} is not installed: run `pip install 'rnnedge[{extra}]'`\n"
+    assert capsys.readouterr().err == want
+
+
 def test_ctrl_c_during_training_exits_130_and_keeps_the_best_checkpoint(tmp_path):
     out = tmp_path / "run"
     p = subprocess.Popen(
