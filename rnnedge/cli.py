@@ -221,7 +221,12 @@ def add_run(sub):
     p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
     p.add_argument("--backend", "-b", default="native", choices=BACKENDS, help="runtime backend")
-    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (ORT, TFLite)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="threads: ORT/TFLite intra-op, numpy's BLAS pool (numpy path)",
+    )
     p.add_argument(
         "--decision",
         action="store_true",
