@@ -129,6 +129,21 @@ def test_many_streams_in_one_call_equal_separate_streams(bundle_factory, isa, ce
     assert batch.steps == T
 
 
+def test_int8_weight_only_stays_int8_in_memory(bundle_factory, isa):
+    """int8 weight-only keeps its int8 weights packed (a quarter of fp32's bytes), not dequantised floats,
+    and still matches its reference (PyTorch on the dequantised weights) to float rounding."""
+    sizes = dict(cell="lstm", layers=2, hidden=48, inp=7)
+    f32_path, _, _ = bundle_factory(scheme="fp32", **sizes)
+    q8_path, _, job = bundle_factory(scheme="int8", **sizes)
+    f32_bytes = rt.load(f32_path).backend.kernel.weight_bytes
+    model = rt.load(q8_path)
+    weights = 4 * 48 * (7 + 48) + 4 * 48 * (48 + 48) + 3 * 48  # int8 weights of both layers and the head
+    assert weights <= model.backend.kernel.weight_bytes < f32_bytes / 3
+    x = random_seqs(n=1, T=200, inp=7, seed=4)[0]
+    ref = scheme_reference(job, "int8")(x)
+    assert np.abs(model.stream().run(x) - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+
+
 def test_tanh_error_bound(isa):
     """act.c documents |tanh error| <= 5e-7: check it on a dense grid, the tails and special points."""
     path_model = native._kernel.Model(
@@ -188,7 +203,7 @@ def test_accepted_inputs_like_the_numpy_path(bundle_factory):
 def test_a_step_allocates_nothing(tmp_path):
     exe = tmp_path / "alloc_probe"
     wrap = ",".join(f"--wrap={f}" for f in ("malloc", "calloc", "aligned_alloc", "free"))
-    sources = [str(CSRC / f) for f in ("model.c", "f32.c", "q8.c", "act.c")]
+    sources = [str(CSRC / f) for f in ("model.c", "f32.c", "w8.c", "q8.c", "act.c")]
     probe = str(Path(__file__).parent / "kernel" / "alloc_probe.c")
     subprocess.run(
         ["cc", "-O2", "-std=c11", "-I", str(CSRC), probe, *sources, f"-Wl,{wrap}", "-lm", "-o", str(exe)],
@@ -197,7 +212,7 @@ def test_a_step_allocates_nothing(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [ln for ln in out.stdout.splitlines() if "allocations_per_1000_steps" in ln]
-    assert len(lines) == 12 and all(ln.endswith(" 0") for ln in lines), out.stdout
+    assert len(lines) == 16 and all(ln.endswith(" 0") for ln in lines), out.stdout
 
 
 def test_fallback_to_numpy_warns_once(bundle_factory, monkeypatch):

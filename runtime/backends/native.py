@@ -83,13 +83,16 @@ class CompiledBackend:
         raw = bundle.raw_weights()
         quant = bundle.quant
         L = bundle.num_layers
+        act = [0.0] * (L + 1)
         if quant in ACTIVATION_QUANTISED:
             code = _kernel.Q8_DYNAMIC if quant == "int8-dynamic" else _kernel.Q8_STATIC
             scales = _activation_scales(bundle) or {}
             act = [scales.get("x", 0.0)] + [scales.get(f"h_{k}", 0.0) for k in range(L)]
+        elif quant == "int8":  # weight-only: int8 weights stay int8 in memory, activations float
+            code = _kernel.Q8_WEIGHT
         else:
-            code, act = _kernel.F32, [0.0] * (L + 1)
-            raw = dequantize(raw)  # fp16 / int8 weight-only compute in float32
+            code = _kernel.F32
+            raw = dequantize(raw)  # fp16 computes in float32
 
         def mat(name: str, act_scale: float) -> tuple:  # (f32, q8, row scales, bias, activation scale)
             w, b = raw[name], np.ascontiguousarray(raw[name.replace("weight", "bias")], np.float32)

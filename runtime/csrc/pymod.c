@@ -466,6 +466,7 @@ PyMODINIT_FUNC PyInit__kernel(void)
     PyModule_AddIntConstant(m, "F32", RE_F32);
     PyModule_AddIntConstant(m, "Q8_DYNAMIC", RE_Q8_DYNAMIC);
     PyModule_AddIntConstant(m, "Q8_STATIC", RE_Q8_STATIC);
+    PyModule_AddIntConstant(m, "Q8_WEIGHT", RE_Q8_WEIGHT);
     PyModule_AddIntConstant(m, "MAX_LAYERS", RE_MAX_LAYERS);
     return m;
 }
