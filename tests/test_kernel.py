@@ -155,7 +155,7 @@ def test_int8_dynamic_gap_to_float_is_the_schemes_quantisation(bundle_factory, i
     quantised = native_reference(job)(x)
     err_q, err_f = np.abs(y - quantised).max(), np.abs(y - float_weights).max()
     assert err_q <= 1e-5 * max(1.0, float(np.abs(quantised).max()))
-    assert np.abs(quantised - float_weights).max() > 100 * err_q and err_f > 1e-4  # the scheme, not the kernel
+    assert np.abs(quantised - float_weights).max() > 100 * err_q and err_f > 1e-4  # the scheme, not ours
 
 
 def test_tanh_error_bound(isa):
