@@ -158,6 +158,36 @@ def test_int8_dynamic_gap_to_float_is_the_schemes_quantisation(bundle_factory, i
     assert np.abs(quantised - float_weights).max() > 100 * err_q and err_f > 1e-4  # the scheme, not ours
 
 
+def test_step_outputs_are_never_shared_with_a_caller(bundle_factory):
+    """step() may hand out an earlier output again only when nothing else references it: every output a
+    caller holds (directly, through a view or a weak reference) keeps its values, shape and dtype."""
+    import weakref
+
+    path, _, _ = bundle_factory(cell="gru", layers=1, scheme="int8-dynamic")
+    x = random_seqs(n=1, T=40)[0]
+    expected = rt.load(path).stream().run(x)
+    s = rt.load(path).stream()
+    held, views, weak = [], [], []
+    for t, v in enumerate(x):
+        y = s.step(v)
+        assert y.dtype == np.float32 and y.shape == (expected.shape[1],) and np.array_equal(y, expected[t])
+        if t % 4 == 0:
+            held.append((t, y))
+        elif t % 4 == 1:
+            views.append((t, y[:]))
+        elif t % 4 == 2:
+            y.shape = (1, -1)  # reshaped in place, then dropped: must not come back as (1, O)
+        else:
+            weak.append((t, weakref.ref(y), y.copy()))
+    for t, y in held + views:
+        assert y.shape == (expected.shape[1],) and np.array_equal(y, expected[t])
+    for _, ref, values in weak:  # the stream keeps its last outputs alive: those must not have been rewritten
+        assert ref() is None or np.array_equal(ref(), values)
+    assert any(ref() is not None for _, ref, _ in weak)
+    ys = [s.step(v) for v in x[:8]]  # fresh outputs, each its own array
+    assert len({id(y) for y in ys}) == 8 and all(y.shape == (expected.shape[1],) for y in ys)
+
+
 def test_tanh_error_bound(isa):
     """act.c documents |tanh error| <= 5e-7: check it on a dense grid, the tails and special points."""
     path_model = native._kernel.Model(

@@ -34,7 +34,7 @@ def _configure_kernel() -> None:
         lambda x, n: Stream._coerce(x, (n,), "sample"),
         lambda x: _raise_not_finite(x, "sample"),
         np.empty,
-        np.float32,
+        np.dtype(np.float32),  # an instance: numpy.empty converts a type object on every call
     )
 
 
