@@ -14,7 +14,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -651,6 +650,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that it appears complete or not at all, with the mode a plain open() would give it
     (0666 & ~umask, typically 0644: mkstemp's 0600 would hide a bundle from a service account)."""
+    import tempfile  # writers only: readers (`import rnnedge.runtime`, load) never pay for it
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

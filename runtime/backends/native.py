@@ -62,7 +62,9 @@ def open_native(bundle: Bundle, threads: int | None, force_numpy: bool = False):
                 stacklevel=3,
             )
         return NumpyBackend(bundle, threads)
-    return CompiledBackend(bundle)
+    net = CompiledBackend(bundle)
+    _kernel.trim_heap()  # the bundle's transient copies are freed now: give their pages back
+    return net
 
 
 def _activation_scales(bundle: Bundle) -> dict | None:

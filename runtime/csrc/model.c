@@ -292,9 +292,20 @@ float *re_state(re_stream *s, int layer, int kind)
 }
 
 /* ==================================================================================================== */
+/* The elementwise work of a step (int8 epilogues, gate arithmetic) is plain C that the compiler vectorises;
+ * on x86 it is built for AVX-512, AVX2 and the SSE2 baseline and the loader picks one per CPU (an ifunc).
+ * Elementwise IEEE arithmetic without FMA contraction gives the same bits at every width, so this choice
+ * never changes a result (RNNEDGE_ISA selects the products and tanh, which may differ in rounding). */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define ELEMENTWISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELEMENTWISE
+#endif
+
+/* ==================================================================================================== */
 /* one product for ns streams: out_j = W v_j + b */
 
-static void product(const re_model *m, const re_packed *W, const float *const *v, float *const *out,
+ELEMENTWISE static void product(const re_model *m, const re_packed *W, const float *const *v, float *const *out,
                     re_stream *const *s, int ns)
 {
     const re_ops *ops = m->ops;
@@ -334,7 +345,7 @@ static void product(const re_model *m, const re_packed *W, const float *const *v
 /* ==================================================================================================== */
 /* the cells, on one stream's gx = W_ih x + b_ih and gh = W_hh h + b_hh */
 
-static void cell_update(const re_model *m, re_stream *s, int l)
+ELEMENTWISE static void cell_update(const re_model *m, re_stream *s, int l)
 {
     const int H = m->H;
     float *gx = s->gx, *gh = s->gh, *h = s->h[l], *c = s->c[l], *t = s->tmp;
