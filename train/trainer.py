@@ -176,7 +176,7 @@ def evaluate(model, split: Split, task: str) -> dict:
             "loss": float(nn.functional.cross_entropy(logits, target)),
             "accuracy": float((logits.argmax(1) == target).float().mean()),
         }
-    mask = (torch.arange(y.shape[1])[None, :] < lb[:, None]).float()[..., None]  # (N, T, 1)
+    mask = torch.from_numpy(split.scored()).float()[..., None]  # (N, T, 1): unseen targets only
     yt = torch.from_numpy(split.y)
     n = mask.sum() * y.shape[2]
     mse_norm = float(((((y - yt) / model.out_std) ** 2) * mask).sum() / n)
@@ -262,11 +262,19 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
 
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
+    if task == "forecast":
+        from .baselines import forecast_baselines
+
+        test["baselines"] = forecast_baselines(ds)
+    # every epoch ran without an early stop: with a validation split, more epochs might still help
+    hit_cap = not interrupted and len(history) == cfg.epochs
     metrics = {
         "task": task,
         "metric": metric,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
+        "epoch_cap": cfg.epochs,
+        "hit_epoch_cap": hit_cap,
         "interrupted": interrupted,
         "seconds": round(time.time() - t0, 2),
         "test": test,
@@ -274,8 +282,28 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_curves(history, metric, out / "curves.png", log)
-    log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
+    if hit_cap:
+        log(cap_message(cfg, best_epoch))
+    score = describe_test(test, metric)
+    log(f"best epoch {best_epoch}, {score} ({metrics['seconds']:.1f} s) -> {out}")
     return model, metrics
+
+
+def cap_message(cfg: TrainConfig, best_epoch: int) -> str:
+    if cfg.val_fraction > 0:
+        return (
+            f"stopped at the epoch cap ({cfg.epochs}) before early stopping (best epoch {best_epoch}): "
+            "raise --epochs if validation was still improving"
+        )
+    return f"ran the full schedule: the epoch cap ({cfg.epochs}, --epochs) without a validation split"
+
+
+def describe_test(test: dict, metric: str) -> str:
+    if "baselines" in test:
+        from .baselines import describe
+
+        return describe(test["rmse"], test["baselines"])
+    return f"test {metric} {test[metric]:.4f}"
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
