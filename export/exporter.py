@@ -120,7 +120,7 @@ def export(
         for mod in mods.values():
             ref = mod.reference(job) or default_reference(job)
             for backend in mod.backends(job):
-                res = verify_backend(tmp, backend, ref, job)
+                res = verify_backend(tmp, backend, ref, job, relative_bound(mod, job, backend))
                 manifest["parity"][backend] = res
                 log(f"  parity {backend:15s} {summarize(res)}")
                 if not res["ok"]:
@@ -134,22 +134,40 @@ def export(
         rejected = out.parent / f"{out.name}.rejected"
         shutil.rmtree(rejected, ignore_errors=True)
         os.replace(tmp, rejected)
+        hints = [h for h in (failure_hint(mods, job, b, manifest["parity"][b]) for b in failed) if h]
         raise ExportError(
             f"parity check failed on {', '.join(failed)}: "
             + "; ".join(f"{b}: {summarize(manifest['parity'][b])}" for b in failed)
+            + "".join(f". {h}" for h in hints)
             + f". Nothing installed at {out}; the rejected bundle is at {rejected}"
         )
     install(tmp, out)
     return out
 
 
-def verify_backend(folder: Path, backend: str, reference, job: ExportJob) -> dict:
+def verify_backend(folder: Path, backend: str, reference, job: ExportJob, bound: float | None = None) -> dict:
     try:
         model = load_runtime(folder, backend=backend)
     except MissingDependency as e:
         raise ExportError(f"cannot verify the export on {backend}: {e}") from e
     exact = job.scheme in quantize.WEIGHT_ONLY
-    return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets)
+    kw = {} if bound is None else {"max_rel_error": bound}
+    return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets, **kw)
+
+
+def relative_bound(mod, job: ExportJob, backend: str) -> float | None:
+    """A format's own error bound for an interpreter (relative to the output range); None = the default."""
+    fn = getattr(mod, "relative_bound", None)
+    return fn(job, backend) if fn else None
+
+
+def failure_hint(mods: dict, job: ExportJob, backend: str, res: dict) -> str | None:
+    """What to do about a failed backend, if its format knows (e.g. tflite-runtime's int8-static rounding)."""
+    for mod in mods.values():
+        fn = getattr(mod, "failure_hint", None)
+        if fn and backend in mod.backends(job):
+            return fn(job, backend, res)
+    return None
 
 
 def warn_accuracy_drop(backend: str, res: dict, evaluation: dict, log, points: float = 0.02) -> None:
