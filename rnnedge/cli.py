@@ -80,6 +80,14 @@ def add_train(sub):
         default=0.2,
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
+    p.add_argument(
+        "--scale-augment",
+        type=float,
+        default=0.3,
+        metavar="A",
+        help="forecast: scale each training sequence by exp(U(-A, A)) per epoch, so levels beyond the "
+        "training period are seen (default: %(default)s, 0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
@@ -108,6 +116,7 @@ def cmd_train(a) -> int:
         schedule=a.schedule,
         weight_decay=a.weight_decay,
         tail=a.tail,
+        scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
     )
@@ -401,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     add_demo(sub)
+    from rnnedge.report import add_report
+
+    add_report(sub)
     return p
 
 

