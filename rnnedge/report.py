@@ -215,7 +215,8 @@ def plot_confusion(results: list[Result], y: np.ndarray, labels: list[str], path
         for i in range(k):
             for j in range(k):
                 if cm[i, j]:
-                    ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7 if k > 6 else 9)
+                    color = "white" if cm[i, j] > cm.max() / 2 else "black"  # readable on dark cells
+                    ax.text(j, i, cm[i, j], ha="center", va="center", color=color, fontsize=7 if k > 6 else 9)
         ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(k), labels, fontsize=7)
         title = r.scheme if r.scheme == "float" else f"{r.scheme} ({r.backend})"
