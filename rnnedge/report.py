@@ -154,43 +154,37 @@ def measure(run: Path, bundles: list[Path], log=print) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# figures (matplotlib's object API, no pyplot: no global state, any backend-less process)
+# figures (rnnedge.plotting: Figure + FigureCanvasAgg, no pyplot, atomic PNGs)
 
 
 def new_figure(w: float, h: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ReportError("the report draws with matplotlib: pip install 'rnnedge[plot]'") from e
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
+    from rnnedge.plotting import figure
+
+    fig, _ = figure(1, 1, (w, h), dpi=90)
+    fig.clear()  # the panels are laid out by each plot
     return fig
 
 
 def save(fig, path: Path) -> str:
-    tmp = path.with_suffix(".tmp.png")
+    from rnnedge.plotting import save_png
+
     fig.tight_layout()
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(path)  # atomic: a reader never sees half a PNG
+    save_png(fig, path)  # atomic: a reader never sees half a PNG
     return path.name
 
 
-def plot_curves(history: list[dict], metric: str, path: Path) -> str | None:
+def plot_curves(rep: dict, path: Path) -> str | None:
+    """The run's training curves, drawn as `rnnedge train` draws them (rnnedge.plotting)."""
+    from rnnedge.plotting import training_curves
+
+    m, history = rep["metrics"], rep["history"]
     if not history:
         return None
-    fig = new_figure(12, 3.4)
-    ax = fig.subplots(1, 3)
-    ep = [h["epoch"] for h in history]
-    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
-    ax[0].plot(ep, [h["val_loss"] for h in history], label="validation (train split if none)")
-    ax[0].set(title="loss", xlabel="epoch", yscale="log")
-    ax[0].legend(fontsize=8)
-    ax[1].plot(ep, [h[f"val_{metric}"] for h in history], color="C2")
-    ax[1].set(title=f"{metric} during training (validation, else training split)", xlabel="epoch")
-    ax[2].plot(ep, [h["grad_norm"] for h in history], color="C3")
-    ax[2].set(title="gradient norm (before clipping)", xlabel="epoch", yscale="log")
-    return save(fig, path)
+    title = f"{rep['run'].name}: training ({m.get('epochs_run', len(history))} epochs)"
+    best = m.get("best_epoch", history[-1]["epoch"])
+    validation = rep["meta"]["data"]["sizes"][1] > 0
+    training_curves(history, m.get("metric", "accuracy"), path, title, best, validation)
+    return path.name
 
 
 def native_results(results: list[Result]) -> list[Result]:
@@ -405,9 +399,7 @@ def build_report(target: Path, out: Path | None = None, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log(f"report on {run} with {len(bundles)} bundle(s) -> {out}")
     rep = measure(run, bundles, log)
-    figs = {
-        "curves": plot_curves(rep["history"], rep["metrics"].get("metric", "accuracy"), out / "curves.png")
-    }
+    figs = {"curves": plot_curves(rep, out / "curves.png")}
     if rep["task"] == "classify":
         figs["confusion"] = plot_confusion(
             rep["results"], rep["ds"].test.y, rep["ds"].labels, out / "confusion.png"
