@@ -120,7 +120,10 @@ def measure(run: Path, bundles: list[Path], log=print) -> dict:
     outs = float_outputs(model.eval(), test)
     results = [Result("float", FLOAT, as_prediction(outs, test, task), outs)]
     skipped = []
-    for b in bundles:
+    from rnnedge.export.quantize import SCHEMES
+
+    order = {b: json.loads((b / "manifest.json").read_text())["quant"]["scheme"] for b in bundles}
+    for b in sorted(bundles, key=lambda b: (SCHEMES.index(order[b]) if order[b] in SCHEMES else 99, str(b))):
         manifest = json.loads((b / "manifest.json").read_text())
         scheme = manifest["quant"]["scheme"]
         for backend in bundle_backends(manifest):
