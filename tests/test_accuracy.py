@@ -89,6 +89,22 @@ def test_int8_static_tflite_bounds_are_explicit_per_interpreter(tmp_path):
     assert tflite_export.failure_hint(job, "litert", {}) is None
 
 
+def test_a_failed_tflite_runtime_int8_static_check_refuses_both_and_says_why(tmp_path, monkeypatch):
+    """Where the bound cannot hold, the export installs nothing and names the interpreter's rounding."""
+    import dataclasses
+
+    from rnnedge.export import formats
+    from rnnedge.runtime.errors import ExportError
+
+    from tests.test_tflite import export_tflite
+
+    never = dataclasses.replace(formats.FORMATS["tflite"], relative_bound=lambda job, backend: -1.0)
+    monkeypatch.setitem(formats.FORMATS, "tflite", never)  # every interpreter now misses its bound
+    with pytest.raises(ExportError, match="cannot be verified on both interpreters: use --target litert"):
+        export_tflite(tmp_path, cell="gru", scheme="int8-static")
+    assert not (tmp_path / "b").exists() and (tmp_path / "b.rejected" / "manifest.json").is_file()
+
+
 @pytest.fixture(scope="module")
 def bm_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
