@@ -91,6 +91,14 @@ def add_train(sub):
         default=0.2,
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
+    p.add_argument(
+        "--scale-augment",
+        type=float,
+        default=0.3,
+        metavar="A",
+        help="forecast: scale each training sequence by exp(U(-A, A)) per epoch, so levels beyond the "
+        "training period are seen (default: %(default)s, 0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, split and batches")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
@@ -123,6 +131,7 @@ def cmd_train(a) -> int:
         schedule=a.schedule,
         weight_decay=a.weight_decay,
         tail=a.tail,
+        scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
     )
@@ -412,7 +421,7 @@ EXAMPLES = {
 }
 
 # the extra a command cannot start without (its heavy imports), checked before the command runs
-EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train"}
+EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train", "report": "train"}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -460,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     add_demo(sub)
+    from rnnedge.report import add_report
+
+    add_report(sub)
     for name, sp in sub.choices.items():  # --debug anywhere on the line; one help layout and exit codes
         if name in EXAMPLES:
             sp.epilog = "examples:\n" + EXAMPLES[name]
