@@ -342,6 +342,11 @@ def test_gru_lbr0_compiled_on_every_isa(tmp_path):
         seen.add(got)
         assert float(err) <= 1e-5
     assert "scalar" in seen
+    # int8 weight-only: the compiled kernel keeps W_hn int8 too; the export checks it against the reference
+    q = from_onnx(
+        tmp_path / "m.onnx", tmp_path / "int8", quant="int8", task="regress", data=[X[:, 0]], **QUIET
+    )
+    assert json.loads((q / "manifest.json").read_text())["parity"]["native"]["ok"]
     with pytest.raises(Exception, match="not defined for gru_lbr0"):
         from_onnx(tmp_path / "m.onnx", tmp_path / "q", quant="int8-dynamic", task="regress", **QUIET)
     with pytest.raises(Exception, match="native bundle only"):
