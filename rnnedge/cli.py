@@ -37,8 +37,10 @@ def add_train(sub):
     p = sub.add_parser(
         "train",
         help="train a recurrent model on a bundled dataset or your .npz file",
-        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
-        "model.safetensors (best checkpoint), metrics.json, curves.png.",
+        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: checkpoint.json "
+        "(one atomic commit per epoch naming every file by sha256), model-<sha>.safetensors (best "
+        "checkpoint), resume-<sha>.safetensors (resume state), and when finished metrics.json, curves.png. "
+        "A killed run continues with --resume RUN.",
     )
     p.add_argument(
         "--data",
@@ -83,14 +85,28 @@ def add_train(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing run folder; the previous run stays until the new one has finished",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue a killed or interrupted run from its last finished epoch (the run's own settings; "
+        "other options are ignored), e.g. `rnnedge train --resume runs/bm`",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(a) -> int:
-    from rnnedge.train.trainer import TrainConfig, train
+    from rnnedge.train.trainer import TrainConfig, resume, train
 
+    if a.resume is not None:
+        resume(a.resume, progress=not a.no_progress)
+        return 0
     cfg = TrainConfig(
         data=a.data,
         task=a.task,

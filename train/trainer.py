@@ -1,25 +1,41 @@
 """Training: Adam, full or truncated BPTT with carried state, gradient-norm clipping, early stopping.
 
-A run folder holds: config.json + model.safetensors (best checkpoint, written atomically whenever validation
-improves), metrics.json (per-epoch history and the final test score), curves.png (loss, metric,
-gradient norm).
+A run folder (train/checkpoint.py) holds one commit record, checkpoint.json, naming every file by sha256:
+the best checkpoint (model-<sha>.safetensors), the resume state of the last finished epoch (resume-<sha>),
+and when the run has finished metrics.json (per-epoch history and the final test score) and curves.png
+(loss, metric, gradient norm). Each epoch ends with one atomic commit, so a killed run resumes
+(`resume()`) from its last finished epoch and ends exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from rnnedge.runtime.bundle import atomic_write_text
+from rnnedge.export.install import install
 from rnnedge.runtime.errors import RnnEdgeError
 from torch import nn
 
-from .checkpoint import CONFIG, save_checkpoint
+from .checkpoint import (
+    RECORD,
+    RunLock,
+    commit,
+    has_run,
+    load_checkpoint,
+    read_record,
+    restore_training_state,
+    staging_folder,
+    training_state,
+    write_payload,
+    write_result,
+)
 from .data import Dataset, Split, load_dataset
 from .model import ModelConfig, RecurrentModel
 
@@ -198,10 +214,62 @@ def make_schedule(opt, cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print):
-    """Train, keep the best checkpoint in `out`, and return (model, metrics)."""
+    """Train, keep the best checkpoint in `out`, and return (model, metrics).
+
+    A new run trains in `out`. With force over an existing run, the new one trains beside it (in
+    `.OUT.next`) and replaces it in one atomic exchange only when it has finished: a failed or killed new run
+    leaves the previous run untouched (and `resume` continues the new one)."""
     out = Path(out)
-    if (out / CONFIG).exists() and not force:
+    if has_run(out) and not force:
         raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
+    work = staging_folder(out) if has_run(out) else out
+    work.mkdir(parents=True, exist_ok=True)
+    with RunLock(work):
+        if work != out:
+            if (work / RECORD).exists():
+                log(f"discarding the unfinished run in {work} (train --resume {out} would have continued it)")
+            for p in work.iterdir():
+                if p.name != ".lock":
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            log(f"training in {work}; the run at {out} stays in place until this one has finished")
+        result = _fit(cfg, work, None, progress, log)
+    if work != out:
+        install(work, out)
+    return result
+
+
+def resume(out: str | Path, progress: bool = True, log=print):
+    """Continue a killed or interrupted run from the end of its last finished epoch (model, optimizer, LR
+    schedule and RNG states), so it ends exactly where an uninterrupted run would.
+
+    Returns (model, metrics)."""
+    out = Path(out)
+    staged = staging_folder(out)
+    work = staged if (staged / RECORD).exists() else out
+    if not work.is_dir():
+        raise TrainError(f"no run at {out} to resume")
+    with RunLock(work):
+        record = read_record(work)
+        if record["finished"]:
+            done = record["best"]["epoch"]
+            raise TrainError(f"{work} has finished already (best epoch {done}): nothing to resume")
+        if record.get("resume") is None:
+            raise TrainError(f"{work / RECORD} has no resume state: train it again")
+        known = {f.name for f in fields(TrainConfig)}
+        try:
+            cfg = TrainConfig(**{k: v for k, v in record["config"]["train"].items() if k in known})
+        except TypeError as e:
+            raise TrainError(f"{work / RECORD}: config.train is not a training config: {e}") from None
+        log(f"resuming {work} after epoch {record['resume']['state']['epoch']}")
+        result = _fit(cfg, work, record, progress, log)
+    if work != out:
+        install(work, out)
+    return result
+
+
+def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
+    """The training run in folder `out` (locked by the caller), from scratch or from `record`'s resume state.
+    Every epoch ends with one commit (checkpoint.json) naming the best weights and the resume state."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
     ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed)
@@ -218,18 +286,26 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     )
     sched = make_schedule(opt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = run_meta(cfg, ds, len(fit), len(val))
+    config = {"model": mcfg.to_dict(), **run_meta(cfg, ds, len(fit), len(val))}
     metric = "accuracy" if task == "classify" else "rmse"
     log(
         f"training {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}): "
         f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences"
     )
-    history, best, best_epoch, t0 = [], math.inf, -1, time.time()
+    history, best, best_epoch, start, best_entry, elapsed = [], math.inf, -1, 0, None, 0.0
+    if record is not None:
+        if record["config"]["model"] != config["model"]:
+            raise TrainError(f"{out / RECORD}: the data no longer gives the model this run was training")
+        s = restore_training_state(out, record, model, opt, sched, gen)
+        history, best_entry = record["history"][: s["epoch"]], record["best"]
+        best, best_epoch, start, elapsed = s["best"], s["best_epoch"], s["epoch"], s.get("seconds", 0.0)
+    t0 = time.time() - elapsed
     bar = _progress(cfg.epochs, progress)
-    interrupted = False
+    bar.update(start)
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(start, cfg.epochs):
+            if epoch > 0 and epoch - best_epoch >= cfg.patience:
+                break  # early stopping: `patience` epochs without improvement
             loss, gnorm = train_epoch(model, opt, fit, task, cfg, gen)
             if sched is not None:
                 sched.step()
@@ -246,20 +322,24 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
             )
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
-                save_checkpoint(out, model, meta)
+                best_entry = write_payload(out, "model", model.state_dict()) | {"epoch": best_epoch}
+            tensors, scalars = training_state(model, opt, sched, gen)
+            state = {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "seconds": time.time() - t0}
+            resume_entry = write_payload(out, "resume", tensors) | {"state": state | scalars}
+            commit(out, _record(config, history, best_entry, resume_entry))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
-            if epoch + 1 - best_epoch >= cfg.patience:
-                break
     except KeyboardInterrupt:
-        interrupted = True
-        log("interrupted: keeping the best checkpoint so far")
-    finally:
         bar.close()
-    if best_epoch < 0:
+        if best_entry is not None:
+            log(
+                f"interrupted: the best checkpoint so far (epoch {best_epoch}) is in {out}; "
+                f"continue with `rnnedge train --resume {out}`"
+            )
+        raise
+    bar.close()
+    if best_entry is None:
         raise TrainError("training stopped before the first epoch finished; nothing was saved")
-    from .checkpoint import load_checkpoint
-
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
     metrics = {
@@ -267,15 +347,30 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         "metric": metric,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "interrupted": interrupted,
+        "interrupted": False,
         "seconds": round(time.time() - t0, 2),
         "test": test,
         "history": history,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, metric, out / "curves.png", log)
+    text = json.dumps(metrics, indent=2) + "\n"
+    results = {"metrics.json": write_result(out, "metrics.json", text.encode())}
+    png = plot_curves(history, metric, log)
+    if png is not None:
+        results["curves.png"] = write_result(out, "curves.png", png)
+    commit(out, _record(config, history, best_entry, None, results))  # the run's final commit
     log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
     return model, metrics
+
+
+def _record(config, history, best, resume, results=None) -> dict:
+    return {
+        "config": config,
+        "finished": results is not None,
+        "best": best,
+        "resume": resume,
+        "results": results or {},
+        "history": history,
+    }
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
@@ -300,7 +395,8 @@ def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
     }
 
 
-def plot_curves(history: list[dict], metric: str, path: Path, log=print) -> None:
+def plot_curves(history: list[dict], metric: str, log=print) -> bytes | None:
+    """curves.png's bytes (None without matplotlib)."""
     try:
         import matplotlib
 
@@ -308,7 +404,7 @@ def plot_curves(history: list[dict], metric: str, path: Path, log=print) -> None
         import matplotlib.pyplot as plt
     except ImportError:
         log("matplotlib not installed: no curves.png (pip install 'rnnedge[plot]')")
-        return
+        return None
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
@@ -320,10 +416,10 @@ def plot_curves(history: list[dict], metric: str, path: Path, log=print) -> None
     ax[2].plot(ep, [h["grad_norm"] for h in history], color="C3")
     ax[2].set(title="gradient norm (before clipping)", xlabel="epoch", yscale="log")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    tmp.replace(path)
+    return buf.getvalue()
 
 
 class _NoBar:
