@@ -253,6 +253,14 @@ def add_run(sub):
         metavar="N",
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
+    p.add_argument(
+        "--nonfinite",
+        choices=("reject", "hold", "reset"),
+        default="reject",
+        help="a sample with NaN/Inf: reject = an error naming the line (default); hold = each bad value "
+        "replaced by its channel's last finite value; reset = the state is reset and bad values become "
+        "the training mean",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -260,7 +268,7 @@ def cmd_run(a) -> int:
     from rnnedge.runtime import InputError, load
 
     model = load(a.bundle, backend=a.backend, threads=a.threads)
-    stream = model.stream()
+    stream = model.stream(nonfinite=a.nonfinite)
     out = sys.stdout
 
     def emit(y):

@@ -1,7 +1,7 @@
 """rnnedge.runtime: stream a recurrent model one sample at a time. Needs numpy and safetensors only."""
 
 from .bundle import Bundle, Limits, load_bundle
-from .errors import BundleError, InputError, MissingDependency, RnnEdgeError
+from .errors import BundleError, InputError, MissingDependency, OutputError, RnnEdgeError
 from .isolate import load_untrusted, probe_bundle
 from .stream import Model, Stream, load
 
@@ -17,5 +17,6 @@ __all__ = [
     "RnnEdgeError",
     "BundleError",
     "InputError",
+    "OutputError",
     "MissingDependency",
 ]
