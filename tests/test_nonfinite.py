@@ -127,3 +127,22 @@ def test_nan_weights_are_refused_at_export(tmp_path):
     task = {"kind": "regress", "labels": None, "readout": "every_step"}
     with pytest.raises(ExportError, match="non-finite"):
         ExportJob(m.cfg, m, "fp32", task, random_seqs(n=1, inp=3), None)
+
+
+def test_int8_scales_that_overflow_when_dequantised_are_refused(tmp_path):
+    """Fuzz finding (safetensors target): finite int8 weights x a finite scale of 1e38 dequantise to Inf."""
+    import shutil
+    from pathlib import Path
+
+    b = tmp_path / "b"
+    shutil.copytree(Path(__file__).parent / "fuzz" / "corpus" / "bundles" / "t1", b)  # an int8-dynamic GRU
+    w = load_st((b / "weights.safetensors").read_bytes())
+    w["head.weight.scale"][:] = 1e38
+    data = save_st(w)
+    (b / "weights.safetensors").write_bytes(data)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["weights.safetensors"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (b / "manifest.json").write_text(json.dumps(m))
+    for backend in ("native", "numpy"):
+        with pytest.raises(BundleError, match="overflow float32 when dequantised"):
+            load(b, backend=backend)
