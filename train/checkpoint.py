@@ -23,14 +23,8 @@ import re
 from pathlib import Path
 
 import torch
-from rnnedge.runtime.bundle import (
-    DEFAULT_LIMITS,
-    atomic_write_bytes,
-    atomic_write_text,
-    read_file,
-    safetensors_header,
-)
-from rnnedge.runtime.errors import BundleError, RnnEdgeError
+from rnnedge.runtime.errors import BundleError, CheckpointError
+from rnnedge.runtime.fileio import atomic_write_bytes, atomic_write_text
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save
 
@@ -43,10 +37,7 @@ PAYLOAD = re.compile(r"(model|resume)-[0-9a-f]{12}\.safetensors")
 RESULTS = ("metrics.json", "curves.png")
 MAX_RECORD_BYTES = 64 << 20
 MAX_SIZE = 4096  # input/hidden/output sizes a checkpoint may declare
-
-
-class CheckpointError(RnnEdgeError):
-    pass
+MAX_FILE_BYTES = 1 << 30  # any one payload (the bundle reader's default limit)
 
 
 # ----------------------------------------------------------------------------
@@ -64,6 +55,12 @@ def write_payload(run_dir: Path, kind: str, tensors: dict[str, torch.Tensor]) ->
 
 def write_result(run_dir: Path, name: str, data: bytes) -> dict:
     atomic_write_bytes(run_dir / name, data)
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def result_entry(run_dir: Path, name: str) -> dict:
+    """The record entry of a result another module wrote (curves.png)."""
+    data = (run_dir / name).read_bytes()
     return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
@@ -101,6 +98,8 @@ def read_record(run_dir: str | Path) -> dict:
             f"{run_dir} is not a training run folder (no {RECORD})"
             + ("; it is from an older rnnedge without checksums: train it again" if old else "")
         )
+    from rnnedge.runtime.bundle import read_file  # the bounded reader (loaded only when a run is read)
+
     try:
         record = json.loads(read_file(path, MAX_RECORD_BYTES))
     except BundleError as e:
@@ -170,16 +169,18 @@ def _check_entry(e, field: str, name: re.Pattern, bad) -> None:
         bad(f"{field}.file", "is not a file name this format writes")
     if not isinstance(e.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", e["sha256"]):
         bad(f"{field}.sha256", "must be 64 hex digits")
-    if type(e.get("bytes")) is not int or not 0 <= e["bytes"] <= DEFAULT_LIMITS.max_file_bytes:
-        bad(f"{field}.bytes", f"must be an integer 0..{DEFAULT_LIMITS.max_file_bytes}")
+    if type(e.get("bytes")) is not int or not 0 <= e["bytes"] <= MAX_FILE_BYTES:
+        bad(f"{field}.bytes", f"must be an integer 0..{MAX_FILE_BYTES}")
 
 
 def read_payload(run_dir: Path, entry: dict, expect: dict[str, tuple] | None = None) -> dict:
     """The tensors of a record entry: size checked before reading, sha256, then (expect: {name: shape})
     exactly these names and shapes, float32, all finite."""
+    from rnnedge.runtime.bundle import read_file, safetensors_header
+
     path = run_dir / entry["file"]
     try:
-        data = read_file(path, DEFAULT_LIMITS.max_file_bytes, entry["bytes"])
+        data = read_file(path, MAX_FILE_BYTES, entry["bytes"])
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise CheckpointError(
                 f"{path} does not match its sha256 in {RECORD}: the checkpoint is corrupted"

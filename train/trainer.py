@@ -9,7 +9,6 @@ and when the run has finished metrics.json (per-epoch history and the final test
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -20,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from rnnedge.export.install import install
-from rnnedge.runtime.errors import RnnEdgeError
+from rnnedge.runtime.errors import TrainError
 from torch import nn
+
+from rnnedge.progress import Progress
 
 from .checkpoint import (
     RECORD,
@@ -31,12 +32,13 @@ from .checkpoint import (
     load_checkpoint,
     read_record,
     restore_training_state,
+    result_entry,
     staging_folder,
     training_state,
     write_payload,
     write_result,
 )
-from .data import Dataset, Split, load_dataset
+from .data import BUILTIN, Dataset, Split, load_dataset
 from .model import ModelConfig, RecurrentModel
 
 
@@ -65,10 +67,6 @@ class TrainConfig:
     # classify: the label is also trained on the last `tail` fraction of each sequence's steps (the readout
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
-
-
-class TrainError(RnnEdgeError):
-    pass
 
 
 # ----------------------------------------------------------------------------
@@ -233,8 +231,10 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             log(f"training in {work}; the run at {out} stays in place until this one has finished")
         result = _fit(cfg, work, None, progress, log)
-    if work != out:
+    if work != out and not result[1]["interrupted"]:
         install(work, out)
+    elif work != out:
+        log(f"the previous run stays at {out}; `rnnedge train --resume {out}` continues the new one")
     return result
 
 
@@ -262,7 +262,7 @@ def resume(out: str | Path, progress: bool = True, log=print):
             raise TrainError(f"{work / RECORD}: config.train is not a training config: {e}") from None
         log(f"resuming {work} after epoch {record['resume']['state']['epoch']}")
         result = _fit(cfg, work, record, progress, log)
-    if work != out:
+    if work != out and not result[1]["interrupted"]:
         install(work, out)
     return result
 
@@ -293,15 +293,17 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
         f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences"
     )
     history, best, best_epoch, start, best_entry, elapsed = [], math.inf, -1, 0, None, 0.0
+    resume_entry, interrupted = None, False
     if record is not None:
         if record["config"]["model"] != config["model"]:
             raise TrainError(f"{out / RECORD}: the data no longer gives the model this run was training")
         s = restore_training_state(out, record, model, opt, sched, gen)
-        history, best_entry = record["history"][: s["epoch"]], record["best"]
+        history, best_entry, resume_entry = record["history"][: s["epoch"]], record["best"], record["resume"]
         best, best_epoch, start, elapsed = s["best"], s["best_epoch"], s["epoch"], s.get("seconds", 0.0)
     t0 = time.time() - elapsed
-    bar = _progress(cfg.epochs, progress)
-    bar.update(start)
+    bar = Progress(cfg.epochs, "epochs", unit="ep", enabled=progress)
+    if start:
+        bar.update(start, note=f"resumed after epoch {start}")
     try:
         for epoch in range(start, cfg.epochs):
             if epoch > 0 and epoch - best_epoch >= cfg.patience:
@@ -327,16 +329,16 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
             state = {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "seconds": time.time() - t0}
             resume_entry = write_payload(out, "resume", tensors) | {"state": state | scalars}
             commit(out, _record(config, history, best_entry, resume_entry))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", val=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
+            bar.update(1, loss=f"{loss:.3f}", val_loss=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
     except KeyboardInterrupt:
-        bar.close()
-        if best_entry is not None:
-            log(
-                f"interrupted: the best checkpoint so far (epoch {best_epoch}) is in {out}; "
-                f"continue with `rnnedge train --resume {out}`"
-            )
-        raise
+        interrupted = True
+        if best_entry is None:
+            bar.close()
+            raise  # nothing to keep: the caller sees the interrupt (CLI exit 130)
+        log(
+            f"interrupted: the best checkpoint so far (epoch {best_epoch}) is in {out}; "
+            f"continue with `rnnedge train --resume {out}`"
+        )
     bar.close()
     if best_entry is None:
         raise TrainError("training stopped before the first epoch finished; nothing was saved")
@@ -347,25 +349,34 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
         "metric": metric,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "interrupted": False,
+        "interrupted": interrupted,
         "seconds": round(time.time() - t0, 2),
         "test": test,
         "history": history,
     }
     text = json.dumps(metrics, indent=2) + "\n"
     results = {"metrics.json": write_result(out, "metrics.json", text.encode())}
-    png = plot_curves(history, metric, log)
-    if png is not None:
-        results["curves.png"] = write_result(out, "curves.png", png)
-    commit(out, _record(config, history, best_entry, None, results))  # the run's final commit
+    score = f"{test[metric]:.1%}" if metric == "accuracy" else f"{test[metric]:.4g}"
+    title = (
+        f"{out.name}: {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}), "
+        f"best epoch {best_epoch} of {len(history)}, test {metric} {score}"
+    )
+    if plot_curves(history, metric, out / "curves.png", title, best_epoch, len(val) > 0, log):
+        results["curves.png"] = result_entry(out, "curves.png")
+    # the run's final commit; an interrupted run keeps its resume state (its metrics are those of the best
+    # checkpoint so far, replaced when `--resume` finishes it)
+    commit(
+        out,
+        _record(config, history, best_entry, resume_entry if interrupted else None, results, not interrupted),
+    )
     log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
     return model, metrics
 
 
-def _record(config, history, best, resume, results=None) -> dict:
+def _record(config, history, best, resume, results=None, finished=False) -> dict:
     return {
         "config": config,
-        "finished": results is not None,
+        "finished": finished,
         "best": best,
         "resume": resume,
         "results": results or {},
@@ -374,11 +385,7 @@ def _record(config, history, best, resume, results=None) -> dict:
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
-    data = (
-        cfg.data
-        if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine")
-        else str(Path(cfg.data).resolve())
-    )
+    data = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
     return {
         "train": {**asdict(cfg), "data": data},
         "data": {
@@ -395,49 +402,16 @@ def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
     }
 
 
-def plot_curves(history: list[dict], metric: str, log=print) -> bytes | None:
-    """curves.png's bytes (None without matplotlib)."""
+def plot_curves(history: list[dict], metric: str, path: Path, title: str, best_epoch: int, validation: bool,
+                log=print) -> bool:  # fmt: skip
+    """Write curves.png (atomically); False without matplotlib."""
+    from rnnedge.runtime.errors import MissingDependency
+
+    from rnnedge.plotting import training_curves
+
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib not installed: no curves.png (pip install 'rnnedge[plot]')")
-        return None
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
-    ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
-    ax[0].set(title="loss", xlabel="epoch", yscale="log")
-    ax[0].legend()
-    ax[1].plot(ep, [h[f"val_{metric}"] for h in history], color="C2")
-    ax[1].set(title=f"validation {metric}", xlabel="epoch")
-    ax[2].plot(ep, [h["grad_norm"] for h in history], color="C3")
-    ax[2].set(title="gradient norm (before clipping)", xlabel="epoch", yscale="log")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="epochs", unit="ep", leave=False)
+        training_curves(history, metric, path, title, best_epoch, validation)
+    except MissingDependency as e:
+        log(f"no {path.name}: {e}")
+        return False
+    return True
