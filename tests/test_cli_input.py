@@ -102,3 +102,25 @@ def test_nonfinite_policy_from_the_cli(bundle):
         code == 0
         and np.abs(np.array([float(v) for v in out.splitlines()[1].split(",")]) - want[1]).max() < 1e-5
     )
+
+
+def test_bit_flips_in_the_manifest_are_one_line_errors_from_info_and_run(bundle, tmp_path, capsys):
+    """The issue's case: a 1-bit flip in manifest.json gave a KeyError traceback from `run` and `info`."""
+    import shutil
+
+    from rnnedge import cli
+
+    original = (bundle / "manifest.json").read_bytes()
+    rng = np.random.default_rng(0)
+    b = tmp_path / "b"
+    shutil.copytree(bundle, b)
+    for pos in rng.choice(len(original), 60, replace=False):
+        flipped = bytearray(original)
+        flipped[pos] ^= 1 << int(rng.integers(8))
+        (b / "manifest.json").write_bytes(bytes(flipped))
+        for argv in (["info", str(b)], ["run", str(b), str(tmp_path / "none.csv")]):
+            capsys.readouterr()
+            code = cli.main(argv)  # a traceback here (any exception) fails the test
+            err = capsys.readouterr().err
+            assert code in (0, 1), (pos, argv, err)
+            assert code == 0 or (err.startswith("rnnedge: error: ") and len(err.strip().splitlines()) == 1)
