@@ -49,6 +49,10 @@ class TrainConfig:
     # classify: the label is also trained on the last `tail` fraction of each sequence's steps (the readout
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
+    # train on long streams of the training sequences end to end, the state carried across windows of
+    # `tbptt` steps and across sequences, never reset (train/stream_train.py)
+    stream: bool = False
+    nproc: int = 1  # data-parallel processes (train/distributed.py); results as one process
 
 
 class TrainError(RnnEdgeError):
@@ -132,32 +136,46 @@ def detach(state):
 
 
 def train_epoch(
-    model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator
+    model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator, dist=None
 ) -> tuple[float, float]:
-    """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping)."""
+    """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping).
+    dist (distributed.DistContext): this rank trains its shard of every global batch, see distributed.py."""
     model.train()
     perm = torch.randperm(len(split), generator=gen).numpy()
     total, norms = 0.0, []
     for b in range(0, len(perm), cfg.batch_size):
         idx = perm[b : b + cfg.batch_size]
+        n_norm = len(idx) if task == "classify" else float(split.lengths[idx].sum())  # the global batch's
+        T = int(split.lengths[idx].max())
+        if dist is not None:  # this rank's shard; an empty shard runs a stand-in sequence and scores nothing
+            idx, own = (dist.shard(idx), True) if len(dist.shard(idx)) else (idx[:1], False)
         lb = torch.from_numpy(split.lengths[idx])
-        T = int(lb.max())
         xb = torch.from_numpy(split.X[idx, :T])
         yb = torch.from_numpy(split.y[idx] if task == "classify" else split.y[idx, :T])
-        n_norm = len(idx) if task == "classify" else float(lb.sum())
         K = cfg.tbptt if cfg.tbptt > 0 else T
         state = None
         for s in range(0, T, K):
             loss, state = window_loss(model, task, xb, yb, lb, state, s, min(s + K, T), n_norm, cfg.tail)
             state = detach(state)  # truncated BPTT: gradients stop at the window edge, the state carries on
-            if loss is None:
+            if dist is not None:
+                loss = None if loss is None or not own else loss
+                if not dist.any(loss is not None):
+                    continue
+                # every rank joins DDP's gradient all-reduce; the average of N * (shard loss / global norm)
+                # is the one-process gradient
+                zero = sum(p.sum() for p in model.parameters()) * 0
+                scaled = dist.world * (loss if loss is not None else zero)
+            elif loss is None:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if dist is None else scaled).backward()
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
             norms.append(float(norm))
             opt.step()
-            total += loss.item() * (len(idx) if task == "classify" else 1.0)
+            if loss is not None:
+                total += loss.item() * (n_norm if task == "classify" else 1.0)
+    if dist is not None:
+        total = dist.sum(total)
     return total / (len(split) if task == "classify" else max(1, len(perm) // cfg.batch_size)), float(
         np.mean(norms) if norms else 0.0
     )
@@ -197,10 +215,14 @@ def make_schedule(opt, cfg: TrainConfig):
 # the run
 
 
-def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print):
-    """Train, keep the best checkpoint in `out`, and return (model, metrics)."""
+def train(
+    cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print, dist=None
+):
+    """Train, keep the best checkpoint in `out`, and return (model, metrics). dist: one rank of a
+    data-parallel job (distributed.py); only rank 0 touches `out`, the others return (model, None)."""
     out = Path(out)
-    if (out / CONFIG).exists() and not force:
+    lead = dist is None or dist.lead
+    if lead and (out / CONFIG).exists() and not force:
         raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
@@ -218,7 +240,9 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     )
     sched = make_schedule(opt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+    net, extra = (model, {}) if dist is None else (dist.wrap(model), {"dist": dist})
     meta = run_meta(cfg, ds, len(fit), len(val))
     metric = "accuracy" if task == "classify" else "rmse"
     log(
@@ -228,12 +252,17 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     history, best, best_epoch, t0 = [], math.inf, -1, time.time()
     bar = _progress(cfg.epochs, progress)
     interrupted = False
+    run_epoch = train_epoch
+    if cfg.stream:
+        from .stream_train import stream_epoch as run_epoch
     try:
         for epoch in range(cfg.epochs):
-            loss, gnorm = train_epoch(model, opt, fit, task, cfg, gen)
+            loss, gnorm = run_epoch(net, opt, fit, task, cfg, gen, **extra)
             if sched is not None:
                 sched.step()
-            v = evaluate(model, val if len(val) else fit, task)
+            v = evaluate(model, val if len(val) else fit, task) if lead else None
+            if dist is not None:
+                v = dist.from_lead(v)  # rank 0 decides checkpoints and early stopping for every rank
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -246,7 +275,8 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
             )
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
-                save_checkpoint(out, model, meta)
+                if lead:
+                    save_checkpoint(out, model, meta)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
             if epoch + 1 - best_epoch >= cfg.patience:
@@ -258,10 +288,14 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         bar.close()
     if best_epoch < 0:
         raise TrainError("training stopped before the first epoch finished; nothing was saved")
+    if not lead:
+        return model, None
     from .checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
+    if cfg.stream:
+        test["stream"] = stream_test(model, ds.test, task, cfg)
     metrics = {
         "task": task,
         "metric": metric,
@@ -276,6 +310,14 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     plot_curves(history, metric, out / "curves.png", log)
     log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
     return model, metrics
+
+
+def stream_test(model, split: Split, task: str, cfg: TrainConfig) -> dict:
+    """The test split as one stream without resets (how a deployed model sees it), in PyTorch."""
+    from .stream_train import score_stream, stream_split, torch_stream
+
+    stream = stream_split(split, task, cfg.seed, cfg.tail)
+    return score_stream(torch_stream(model, stream), stream, task)
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
