@@ -118,6 +118,13 @@ def add_qat_options(p):
         choices=("native", "tflite"),
         help="whose arithmetic: the native bundle's, or TFLite's a8w8 full-integer graph (int8-static)",
     )
+    g.add_argument(
+        "--qat-state-limit",
+        type=float,
+        metavar="C",
+        help="tflite: softly bound the LSTM cell state to +-C while fine-tuning, so its calibrated int8 "
+        "grid is finer (default: off)",
+    )
     g.add_argument("--qat-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)")
     g.add_argument(
         "--qat-lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
@@ -182,6 +189,7 @@ def cmd_train_qat(a) -> int:
         a.qat_target,
         epochs=a.qat_epochs,
         lr=a.qat_lr,
+        state_limit=a.qat_state_limit,
         threads=a.threads,
         force=a.force,
         progress=not a.no_progress,

@@ -83,6 +83,24 @@ def fq_affine(v: torch.Tensor, scale: float, zero: float, lo: int, hi: int) -> t
     return ste(vc, q)
 
 
+class StateLimit(torch.autograd.Function):
+    """Identity forward; backward adds the gradient of weight * sum(relu(|c| - limit)^2) / (2 B): a soft bound
+    on a recurrent state so that its calibrated range, hence its int8 step, shrinks (an a8w8 LSTM cell state
+    of +-44 has a step of 0.35)."""
+
+    @staticmethod
+    def forward(ctx, c, limit: float, weight: float):
+        ctx.save_for_backward(c)
+        ctx.limit, ctx.weight = limit, weight
+        return c.view_as(c)
+
+    @staticmethod
+    def backward(ctx, g):
+        (c,) = ctx.saved_tensors
+        excess = torch.relu(c.abs() - ctx.limit) * torch.sign(c)
+        return g + ctx.weight * excess / c.shape[0], None, None
+
+
 # ----------------------------------------------------------------------------
 # the QAT model: RecurrentModel's forward contract, the scheme's arithmetic
 
@@ -91,7 +109,15 @@ class QatModel(nn.Module):
     """forward(x (B, T, I) raw, state) -> (y (B, T, O) raw, state), like RecurrentModel, so the trainer's
     train_epoch / evaluate run it unchanged. `calibrate(seqs)` refreshes the frozen ranges."""
 
-    def __init__(self, model, scheme: str, target: str = "native", options: dict | None = None):
+    def __init__(
+        self,
+        model,
+        scheme: str,
+        target: str = "native",
+        options: dict | None = None,
+        state_limit: float | None = None,
+        state_weight: float = 1e-3,
+    ):
         super().__init__()
         if scheme not in SCHEMES:
             raise TrainError(f"--qat must be one of {', '.join(SCHEMES)}, got {scheme!r}")
@@ -104,6 +130,7 @@ class QatModel(nn.Module):
             )
         self.inner, self.cfg = model, model.cfg
         self.scheme, self.target, self.options = scheme, target, dict(options or {})
+        self.state_limit, self.state_weight = state_limit, state_weight  # tflite: soft bound on c_out_k
         self.scales = None  # native int8-static: {x, h_0, ...}
         self.graph = None  # tflite: the exporter's quantised step graph of the last calibration
 
@@ -206,7 +233,8 @@ class QatModel(nn.Module):
     def _tflite(self, x, state):
         if self.graph is None:
             raise TrainError("tflite QAT needs calibrate(training sequences) first")
-        return GraphRunner(self.graph, self.inner).run(x, state)
+        limit = (self.state_limit, self.state_weight) if self.training and self.state_limit else None
+        return GraphRunner(self.graph, self.inner, limit).run(x, state)
 
 
 def gate_step(cell: str, gx, gh, h, c):
@@ -253,10 +281,17 @@ class GraphRunner:
     quantised activation on its grid (STE), FC weights re-quantised from the live parameters (per channel
     or per tensor as the graph stores them) and biases on s_x * s_w (round half away, as the exporter)."""
 
-    def __init__(self, g, model):
+    def __init__(self, g, model, state_limit: tuple[float, float] | None = None):
         from rnnedge.export.tflite_graph import QRANGE
 
         self.g, self.model, self.qrange = g, model, QRANGE
+        self.limited = set()  # the cell states' tensors (c_out_k, quantised: c_out_k_q) under StateLimit
+        if state_limit is not None:
+            deq = {o for op in g.ops if op.kind == "DEQUANTIZE" for o in op.outputs}
+            self.limited = {
+                i for i, t in enumerate(g.tensors) if t.name.startswith("c_out_") and i not in deq
+            }
+            self.limit = state_limit
         live = graph_constants(model.cfg, model)
         consts = {}
         for op in g.fcs():
@@ -304,6 +339,8 @@ class GraphRunner:
         for i, r in zip(op.outputs, res):
             if op.opts.get("act") == "RELU":
                 r = torch.relu(r)
+            if i in self.limited:
+                r = StateLimit.apply(r, *self.limit)
             v[i] = self.quantise(i, r)
 
     def run(self, x: torch.Tensor, state=None):
@@ -378,6 +415,7 @@ def train_qat(
     target: str = "native",
     epochs: int = 30,
     lr: float = 1e-3,
+    state_limit: float | None = None,
     force: bool = False,
     progress: bool = True,
     log=print,
@@ -397,7 +435,7 @@ def train_qat(
     task = ds.task
     calib = ds.train.sequences()  # what the exporter calibrates on (exporter.job_from_run)
     fit = ds.train
-    qat = QatModel(model.train(), scheme, target)
+    qat = QatModel(model.train(), scheme, target, state_limit=state_limit)
     metric = "accuracy" if task == "classify" else "rmse"
     qat.calibrate(calib)
     ptq = reference_score(qat, calib, ds.test, task)
@@ -409,7 +447,12 @@ def train_qat(
     sched = make_schedule(opt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    qat_meta = {"scheme": scheme, "target": target, "from": str(Path(from_run).resolve())}
+    qat_meta = {
+        "scheme": scheme,
+        "target": target,
+        "from": str(Path(from_run).resolve()),
+        "state_limit": state_limit,
+    }
     run_meta = {**{k: v for k, v in meta.items() if k != "model"}, "train": asdict(cfg), "qat": qat_meta}
     history, best, best_epoch, t0 = [], math.inf, -1, time.time()
     for epoch in range(cfg.epochs):

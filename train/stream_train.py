@@ -140,7 +140,7 @@ def run_stream(model, stream: Stream, reset: bool = False) -> np.ndarray:
     """A runtime Model (rnnedge.runtime.load) over the stream, one step at a time -> y (T, O). reset=True
     resets the state at every segment start (the per-sequence evaluation), else never."""
     st = model.stream()
-    ys = np.zeros((len(stream.x), model.manifest["model"]["output_size"]), np.float32)
+    ys = np.zeros((len(stream.x), model.output_size), np.float32)
     starts = set(stream.starts.tolist()) if reset else set()
     for t, x in enumerate(stream.x):
         if t in starts:
