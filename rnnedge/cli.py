@@ -125,6 +125,12 @@ def add_qat_options(p):
         help="tflite: softly bound the LSTM cell state to +-C while fine-tuning, so its calibrated int8 "
         "grid is finer (default: off)",
     )
+    g.add_argument(
+        "--qat-state-weight",
+        type=float,
+        default=1e-3,
+        help="weight of --qat-state-limit (default: %(default)s)",
+    )
     g.add_argument("--qat-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)")
     g.add_argument(
         "--qat-lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
@@ -190,7 +196,9 @@ def cmd_train_qat(a) -> int:
         epochs=a.qat_epochs,
         lr=a.qat_lr,
         state_limit=a.qat_state_limit,
+        state_weight=a.qat_state_weight,
         threads=a.threads,
+        **({"stream": True, "tbptt": a.tbptt or 50} if a.stream_train else {}),
         force=a.force,
         progress=not a.no_progress,
     )

@@ -416,6 +416,7 @@ def train_qat(
     epochs: int = 30,
     lr: float = 1e-3,
     state_limit: float | None = None,
+    state_weight: float = 1e-3,
     force: bool = False,
     progress: bool = True,
     log=print,
@@ -435,7 +436,7 @@ def train_qat(
     task = ds.task
     calib = ds.train.sequences()  # what the exporter calibrates on (exporter.job_from_run)
     fit = ds.train
-    qat = QatModel(model.train(), scheme, target, state_limit=state_limit)
+    qat = QatModel(model.train(), scheme, target, state_limit=state_limit, state_weight=state_weight)
     metric = "accuracy" if task == "classify" else "rmse"
     qat.calibrate(calib)
     ptq = reference_score(qat, calib, ds.test, task)
@@ -452,11 +453,16 @@ def train_qat(
         "target": target,
         "from": str(Path(from_run).resolve()),
         "state_limit": state_limit,
+        "state_weight": state_weight if state_limit else None,
+        "stream": cfg.stream,
     }
     run_meta = {**{k: v for k, v in meta.items() if k != "model"}, "train": asdict(cfg), "qat": qat_meta}
     history, best, best_epoch, t0 = [], math.inf, -1, time.time()
+    run_epoch = train_epoch
+    if cfg.stream:  # fine-tune on long streams (stream_train.py), the state carried as deployed
+        from .stream_train import stream_epoch as run_epoch
     for epoch in range(cfg.epochs):
-        loss, gnorm = train_epoch(qat, opt, fit, task, cfg, gen)
+        loss, gnorm = run_epoch(qat, opt, fit, task, cfg, gen)
         if sched is not None:
             sched.step()
         qat.calibrate(calib)  # the grids the export would use for these weights
