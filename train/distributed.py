@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as td
+from rnnedge.runtime.errors import TrainError
 from torch.nn.parallel import DistributedDataParallel
 
-from .trainer import TrainConfig, TrainError
+from .trainer import TrainConfig
 
 
 class DistContext:

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rnnedge.runtime.bundle import atomic_write_text
 from rnnedge.runtime.cells import activation_names
+from rnnedge.runtime.errors import TrainError
+from rnnedge.runtime.fileio import atomic_write_text
 from torch import nn
 
 from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
 from .data import load_dataset
-from .trainer import TrainConfig, TrainError, evaluate, make_schedule, plot_curves, train_epoch
+from .trainer import TrainConfig, evaluate, make_schedule, plot_curves, train_epoch
 
 SCHEMES = ("int8", "int8-dynamic", "int8-static")
 TARGETS = ("native", "tflite")
@@ -507,7 +508,8 @@ def train_qat(
         "history": history,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, metric, out / "curves.png", log)
+    title = f"{out.name}: QAT {scheme} ({target}) from {Path(from_run).name}, best epoch {best_epoch}"
+    plot_curves(history, metric, out / "curves.png", title, best_epoch, False, log)
     log(
         f"best epoch {best_epoch}: test {metric} {scheme} ({target}) {final['reference']:.4f} "
         f"(torch simulation {simulated[metric]:.4f}, float {final['float']:.4f}; before QAT "
