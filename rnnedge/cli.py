@@ -91,6 +91,14 @@ def add_train(sub):
         default=0.2,
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
+    p.add_argument(
+        "--scale-augment",
+        type=float,
+        default=0.3,
+        metavar="A",
+        help="forecast: scale each training sequence by exp(U(-A, A)) per epoch, so levels beyond the "
+        "training period are seen (default: %(default)s, 0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, split and batches")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
@@ -174,6 +182,7 @@ def cmd_train(a) -> int:
         schedule=a.schedule,
         weight_decay=a.weight_decay,
         tail=a.tail,
+        scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
         stream=a.stream_train,
@@ -224,9 +233,23 @@ def cmd_train_qat(a) -> int:
 # export
 
 
-def add_export(sub):
-    from rnnedge.export.formats import option_choices  # numpy only: the format modules, not torch
+def add_format_options(p) -> None:
+    """One flag per export-format option, from the formats' option dataclasses (export/formats.py): key
+    onnx_graph -> --onnx-graph, with its choices, default and help. --target is tflite_target's short name."""
+    from rnnedge.export.formats import FORMATS  # numpy only: the format modules, not torch
 
+    for fmt in FORMATS.values():
+        for key, f in fmt.keys().items():
+            flags = ["--" + key.replace("_", "-")] + (["--target"] if key == "tflite_target" else [])
+            kw = {"dest": key, "default": f.default, "help": f.metadata["help"]}
+            if isinstance(f.default, bool):
+                kw["action"] = "store_true"
+            else:
+                kw["choices"] = f.metadata["choices"]
+            p.add_argument(*flags, **kw)
+
+
+def add_export(sub):
     p = sub.add_parser(
         "export",
         help="quantise a trained run and export a verified bundle",
@@ -250,37 +273,7 @@ def add_export(sub):
         default=["native"],
         help="native (always written), onnx, tflite; comma-separated (default: native)",
     )
-    p.add_argument(
-        "--target",
-        choices=option_choices("tflite_target"),
-        default="both",
-        help="TFLite interpreter(s) the file must be correct on (default: both)",
-    )
-    p.add_argument(
-        "--onnx-graph",
-        choices=option_choices("onnx_graph"),
-        default="cell",
-        help="ONNX graph form: decomposed cell (default; ORT quantises every cell, int8-static works) or "
-        "the ONNX LSTM/GRU/RNN operator",
-    )
-    p.add_argument(
-        "--onnx-sequence",
-        action="store_true",
-        help="also write model_seq.onnx, a whole-sequence graph for offline batch inference",
-    )
-    p.add_argument(
-        "--tflite-activations",
-        choices=option_choices("tflite_activations"),
-        default="int8",
-        help="int8-static TFLite: int8 activations (a8w8, default) or int16 (a16w8: keeps a large LSTM cell "
-        "state accurate, slower kernels)",
-    )
-    p.add_argument(
-        "--tflite-weights",
-        choices=option_choices("tflite_weights"),
-        help="TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
-        "which silently ignores per-channel hybrid scales)",
-    )
+    add_format_options(p)
     p.add_argument(
         "--out",
         "-o",
@@ -295,15 +288,9 @@ def add_export(sub):
 
 def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
-    from rnnedge.export.formats import check_options
+    from rnnedge.export.formats import FORMATS, check_options
 
-    options = {
-        "tflite_target": a.target,
-        "tflite_activations": a.tflite_activations,
-        "tflite_weights": a.tflite_weights,
-        "onnx_graph": a.onnx_graph,
-        "onnx_sequence": a.onnx_sequence,
-    }
+    options = {key: getattr(a, key) for f in FORMATS.values() for key in f.keys()}
     check_options(options)  # before the checkpoint and the dataset are loaded
     for scheme in a.quant:
         if a.out is None:
@@ -332,7 +319,12 @@ def add_run(sub):
     p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
     p.add_argument("--backend", "-b", default="native", choices=BACKENDS, help="runtime backend")
-    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (ORT, TFLite)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="threads: ORT/TFLite intra-op, numpy's BLAS pool (numpy path)",
+    )
     p.add_argument(
         "--decision",
         action="store_true",
@@ -518,11 +510,17 @@ EXAMPLES = {
 }
 
 # the extra a command cannot start without (its heavy imports), checked before the command runs
-EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train"}
+EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train", "report": "train"}
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs keep their line breaks (examples); every option with a default says it."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Text with line breaks (examples, exit codes) stays as written, other text is wrapped; every option
+    with a default says it."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -560,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     add_demo(sub)
+    from rnnedge.report import add_report
+
+    add_report(sub)
     for name, sp in sub.choices.items():  # --debug anywhere on the line; one help layout and exit codes
         if name in EXAMPLES:
             sp.epilog = "examples:\n" + EXAMPLES[name]
@@ -602,8 +603,10 @@ def report(e: Exception, debug: bool, extra: str | None) -> int:
         if missing:
             from rnnedge.runtime.vocab import EXTRA_OF, pip_extra
 
-            e = f"{missing} is not installed: run `{pip_extra(extra or EXTRA_OF[missing])}`"
-        print(f"rnnedge: error: {e}", file=sys.stderr)
+            need = extra if missing == "torch" and extra else EXTRA_OF[missing]  # the command's own extra
+            e = f"{missing} is not installed: run `{pip_extra(need)}`"
+        hint = " (--debug shows where it was raised)" if isinstance(e, OSError) and not debug else ""
+        print(f"rnnedge: error: {e}{hint}", file=sys.stderr)
         return EXIT_ERROR
     traceback.print_exc()
     print(

@@ -3,18 +3,23 @@
  *   m = _kernel.Model(cell, quant, I, H, L, O, mats)   mats: [(f32, q8, scale, bias, act_scale)] for
  *                                                      ih_0, hh_0, ih_1, hh_1, ..., head (buffers or None)
  *   s = m.stream();  y = s.step(x)                     x (I,) float32 -> new (O,) array; checked here
+ *                                                      (an earlier output nobody references may be reused)
  *   s.run(seq, out)                                    (T, I) -> out (T, O), one call, GIL released
  *   s.state_view(layer, kind)                          writable memoryview of h (0) or c (1), (H,) float32
  *   b = m.batch(n); b.step(X, Y)                       n streams, (n, I) -> (n, O)
  *
  * A sample that is not a finite float32 (I,) (or (1, I)) array goes to the Python checker configured with
- * _kernel.configure(coerce, not_finite, empty, float32): coerce(x, I) converts or raises InputError with the runtime's own
+ * _kernel.configure(coerce, not_finite, empty, dtype('float32')): coerce(x, I) converts or raises InputError with the runtime's own
  * messages, before any state changes. No numpy headers: arrays come from numpy.empty, data via buffers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdlib.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "rnnedge.h"
 
@@ -192,16 +197,30 @@ static PyObject *checked_sample(PyObject *x, Py_buffer *v, Py_ssize_t n)
     return x;
 }
 
-static PyObject *new_array(Py_ssize_t n, Py_buffer *v) /* numpy.empty(n, float32) and its buffer */
+/* numpy.empty(shape, float32) and its buffer; shape is a tuple (a dtype instance and a tuple: half the cost of
+ * numpy.empty(n, numpy.float32), whose arguments numpy converts on every call) */
+static PyObject *new_array(PyObject *shape, Py_buffer *v)
 {
-    PyObject *size = PyLong_FromSsize_t(n);
-    if (!size) return NULL;
-    PyObject *args[2] = {size, float32};
+    PyObject *args[2] = {shape, float32};
     PyObject *a = PyObject_Vectorcall(empty_fn, args, 2, NULL);
-    Py_DECREF(size);
     if (!a) return NULL;
     if (PyObject_GetBuffer(a, v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return Py_DECREF(a), NULL;
     return a;
+}
+
+/* An output array only this module holds (no other reference, no weak reference) is unobservable, so a stream
+ * may hand it out again instead of allocating. Its buffer is requested again, with shape and format, because
+ * a caller may have resized or reshaped it in place (or changed its dtype) before dropping it. */
+static int reusable(PyObject *a, Py_buffer *v, Py_ssize_t n)
+{
+    if (!a || Py_REFCNT(a) != 1) return 0;
+    const Py_ssize_t wl = Py_TYPE(a)->tp_weaklistoffset;
+    if (wl > 0 && *(PyObject **)((char *)a + wl) != NULL) return 0;
+    if (PyObject_GetBuffer(a, v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return PyErr_Clear(), 0;
+    if (v->ndim == 1 && v->shape[0] == n && v->itemsize == 4 && v->format && v->format[0] == 'f' && !v->format[1])
+        return 1;
+    PyBuffer_Release(v);
+    return 0;
 }
 
 /* ==================================================================================================== */
@@ -211,10 +230,15 @@ typedef struct {
     PyObject_HEAD ModelObject *model;
     re_stream *s;
     long long steps;
+    PyObject *shape; /* (O,) */
+    PyObject *out[2]; /* the last two outputs: `y = s.step(x)` in a loop drops the older one before the next step */
 } StreamObject;
 
 static void stream_dealloc(StreamObject *self)
 {
+    Py_XDECREF(self->shape);
+    Py_XDECREF(self->out[0]);
+    Py_XDECREF(self->out[1]);
     re_stream_free(self->s);
     Py_XDECREF(self->model);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -228,10 +252,23 @@ static PyObject *new_stream(ModelObject *model)
     if (!self) return NULL;
     self->s = re_stream_new(model->m);
     self->steps = 0;
+    self->out[0] = self->out[1] = NULL;
+    self->shape = Py_BuildValue("(n)", (Py_ssize_t)model->O);
     Py_INCREF(model);
     self->model = model;
+    if (!self->shape) return Py_DECREF(self), NULL;
     if (!self->s) return Py_DECREF(self), PyErr_NoMemory();
     return (PyObject *)self;
+}
+
+/* a (O,) float32 array for this step's output: a reusable earlier one, else a new one (kept for reuse) */
+static PyObject *output_array(StreamObject *self, Py_buffer *v)
+{
+    for (int i = 0; i < 2; i++)
+        if (reusable(self->out[i], v, self->model->O)) return Py_NewRef(self->out[i]);
+    PyObject *a = new_array(self->shape, v);
+    if (a) Py_XSETREF(self->out[self->steps & 1], Py_NewRef(a)); /* alternate slots: keep the newest two */
+    return a;
 }
 
 static PyObject *stream_step(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -240,7 +277,7 @@ static PyObject *stream_step(StreamObject *self, PyObject *const *args, Py_ssize
     Py_buffer xv, yv;
     PyObject *owner = checked_sample(args[0], &xv, self->model->I);
     if (!owner) return NULL;
-    PyObject *y = new_array(self->model->O, &yv);
+    PyObject *y = output_array(self, &yv);
     if (y) {
         re_step(self->s, xv.buf, yv.buf);
         self->steps++;
@@ -446,8 +483,21 @@ static PyObject *configure(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Loading reads the bundle and builds numpy copies of its tensors, then packs them: the transient copies are
+ * freed, but glibc keeps freed heap pages resident. Returning them once per load keeps a loaded model's
+ * resident memory near its packed bytes (benchmarks/coldstart_rss.py: LSTM H=256 int8 792 -> 488 KiB). */
+static PyObject *trim_heap(PyObject *mod, PyObject *unused)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
-    {"configure", configure, METH_VARARGS, "configure(coerce, not_finite, numpy.empty, numpy.float32)"}, {NULL}};
+    {"configure", configure, METH_VARARGS, "configure(coerce, not_finite, numpy.empty, numpy.dtype('float32'))"},
+    {"trim_heap", trim_heap, METH_NOARGS, "return freed heap pages to the OS (glibc; a no-op elsewhere)"},
+    {NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", "rnnedge's compiled streaming core", -1,
                                     module_methods};
@@ -466,6 +516,7 @@ PyMODINIT_FUNC PyInit__kernel(void)
     PyModule_AddIntConstant(m, "F32", RE_F32);
     PyModule_AddIntConstant(m, "Q8_DYNAMIC", RE_Q8_DYNAMIC);
     PyModule_AddIntConstant(m, "Q8_STATIC", RE_Q8_STATIC);
+    PyModule_AddIntConstant(m, "Q8_WEIGHT", RE_Q8_WEIGHT);
     PyModule_AddIntConstant(m, "MAX_LAYERS", RE_MAX_LAYERS);
     return m;
 }
