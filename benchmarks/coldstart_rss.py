@@ -7,10 +7,10 @@ Fresh `python -c` processes, the two kinds interleaved: one stamps `import numpy
 rnnedge.runtime` + load + the first step (each from the child's first line, so interpreter start-up is in
 neither; bytecode caches in place, as after an install). Wall (CLOCK_MONOTONIC) and CPU time (process_time,
 the robust one on a busy box), median of the runs.
-Memory: the child's VmRSS after `import rnnedge.runtime` (the interpreter baseline with the runtime's own
-imports), after importing what load imports (the backend module, safetensors: code pages, not the model) and
-after load + first step; the differences against the bundle's weight bytes (every tensor in
-weights.safetensors: int8 matrices, float32 row scales and biases).
+Memory: the child's VmRSS after `import rnnedge.runtime` and numpy (the interpreter baseline), after
+importing what load imports (the backend module, safetensors: code pages, not the model) and after load +
+first step; the differences against the bundle's weight bytes (every tensor in weights.safetensors: int8
+matrices, float32 row scales and biases).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ if sys.argv[1] == "numpy":
     import numpy
 else:
     import rnnedge.runtime as rt
+    import numpy as np  # (rnnedge.runtime imports lazily: numpy is part of the baseline either way)
     out["rss_import_kb"] = rss_kb()
-    import numpy as np
     import rnnedge.runtime.backends.native, safetensors.numpy  # what load imports: code, not the model
     out["rss_code_kb"] = rss_kb()
     model = rt.load(sys.argv[2])
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     w = weight_bytes(bundle)
     print(f"  weights {w / 1024:.0f} KiB (weights.safetensors tensors); resident above")
     for after, key in (
-        ("import rnnedge.runtime", "rss_import_kb"),
+        ("import rnnedge.runtime, numpy", "rss_import_kb"),
         ("+ the modules load imports", "rss_code_kb"),
     ):
         delta = float(np.median([x["rss_loaded_kb"] - x[key] for x in r])) * 1024
