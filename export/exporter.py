@@ -47,6 +47,11 @@ class ExportJob:
 
     def __post_init__(self):
         quantize.check_scheme(self.scheme)
+        sd = self.model.state_dict()
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:  # a diverged training run: nothing finite to export
+            names = ", ".join(bad[:4])
+            raise ExportError(f"the model has non-finite (NaN/Inf) values in {names}: retrain it")
         registry.check_options(self.options)
         self.folded = fold_normalization(self.model)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,8 +49,10 @@ def add_train(sub):
     p = sub.add_parser(
         "train",
         help="train a recurrent model on a bundled dataset or your .npz file",
-        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
-        "model.safetensors (best checkpoint), metrics.json, curves.png.",
+        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: checkpoint.json "
+        "(one atomic commit per epoch naming every file by sha256), model-<sha>.safetensors (best "
+        "checkpoint), resume-<sha>.safetensors (resume state), and when finished metrics.json, curves.png. "
+        "A killed run continues with --resume RUN.",
     )
     p.add_argument(
         "--data",
@@ -102,7 +105,18 @@ def add_train(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, split and batches")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing run folder; the previous run stays until the new one has finished",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue a killed or interrupted run from its last finished epoch (the run's own settings; "
+        "other options are ignored), e.g. `rnnedge train --resume runs/bm`",
+    )
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -163,8 +177,11 @@ def add_qat_options(p):
 def cmd_train(a) -> int:
     if a.qat or a.from_run:
         return cmd_train_qat(a)
-    from rnnedge.train.trainer import TrainConfig, train
+    from rnnedge.train.trainer import TrainConfig, resume, train
 
+    if a.resume is not None:
+        _, metrics = resume(a.resume, progress=not a.no_progress)
+        return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
     cfg = TrainConfig(
         data=a.data,
         task=a.task,
@@ -312,7 +329,9 @@ def add_run(sub):
         "run",
         help="stream samples through a bundle, one output line per input sample",
         description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
-        "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
+        "comma- or space-separated, UTF-8, lines up to 1 MiB; a first line with no number in it is a "
+        "header; any other line that is not the model's number of values is an error naming the line, "
+        "see --skip-bad-lines), a .npy array (T, I) or (N, T, I), "
         "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
         "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
     )
@@ -336,6 +355,20 @@ def add_run(sub):
         metavar="N",
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
+    p.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (with a warning naming the line) input lines that are not the model's number of values, "
+        "instead of stopping with an error",
+    )
+    p.add_argument(
+        "--nonfinite",
+        choices=("reject", "hold", "reset"),
+        default="reject",
+        help="a sample with NaN/Inf: reject = an error naming the line (default); hold = each bad value "
+        "replaced by its channel's last finite value; reset = the state is reset and bad values become "
+        "the training mean",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -345,7 +378,7 @@ def cmd_run(a) -> int:
 
     limit_blas_threads(a.threads)  # this process only steps one model: the numpy path's matvecs on one core
     model = load(a.bundle, backend=a.backend, threads=a.threads)
-    stream = model.stream()
+    stream = model.stream(nonfinite=a.nonfinite)
     out = sys.stdout
 
     def emit(y):
@@ -356,7 +389,7 @@ def cmd_run(a) -> int:
         out.flush()
 
     if a.generate is not None:
-        seed = read_all(a.input, model.input_size)
+        seed = read_all(a.input, model.input_size, a.skip_bad_lines)
         for y in stream.generate(seed, a.generate):
             emit(y)
         return 0
@@ -366,7 +399,7 @@ def cmd_run(a) -> int:
             for y in stream.run(seq):
                 emit(y)
         return 0
-    for lineno, x in text_rows(a.input):
+    for lineno, x in text_rows(a.input, model.input_size, a.skip_bad_lines):
         if x is None:
             stream.reset()
             continue
@@ -378,57 +411,109 @@ def cmd_run(a) -> int:
     return 0
 
 
-def text_rows(path: str):
+MAX_LINE = 1 << 20  # bytes in one input line: a longer one is an error, never an unbounded read
+
+
+def text_rows(path: str, width: int | None = None, skip_bad: bool = False, warn=None):
     """CSV / whitespace rows from a file or stdin ('-'): yields (line number, float32 sample), or
-    (line number, None) for a blank line (end of a sequence). A non-numeric first line is a header."""
+    (line number, None) for a blank line (end of a sequence).
+
+    A first line is a header only if none of its fields is a number. Any other line that is not `width`
+    numbers (width None: any count) is an InputError naming its line, or with skip_bad a warning and the
+    line is skipped. Binary input (a NUL byte, not UTF-8) and lines over MAX_LINE bytes are errors."""
     import numpy as np
 
     from rnnedge.runtime import InputError
 
-    src = sys.stdin if path == "-" else open_text(path)
-    for lineno, line in enumerate(src, 1):
+    src = sys.stdin.buffer if path == "-" else open_text(path)
+    warn = warn or (lambda msg: print(f"rnnedge: warning: {msg}", file=sys.stderr))
+    lineno = 0
+    while True:
+        raw = src.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        lineno += 1
+        where = f"{path}:{lineno}"
+        if len(raw) > MAX_LINE:
+            raise InputError(f"{where}: line longer than {MAX_LINE} bytes: not a row of samples")
+        if b"\0" in raw:
+            raise InputError(f"{where}: binary data (a NUL byte): the input must be text (CSV) or .npy")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: not UTF-8 text: the input must be text (CSV) or .npy") from None
         fields = line.replace(",", " ").split()
         if not fields:
             yield lineno, None
             continue
         try:
-            yield lineno, np.array([float(f) for f in fields], np.float32)
+            x = np.array([float(f) for f in fields], np.float32)
+            problem = (
+                None if width is None or len(x) == width else f"{len(x)} values, the model takes {width}"
+            )
         except ValueError:
-            if lineno == 1:
-                continue
-            raise InputError(f"{path}:{lineno}: not a row of numbers: {line.strip()[:60]!r}") from None
+            if lineno == 1 and not any(_is_number(f) for f in fields):
+                continue  # a header: no field of it is a number
+            problem = f"not a row of numbers: {line.strip()[:60]!r}"
+        if problem is None:
+            yield lineno, x
+        elif skip_bad:
+            warn(f"{where}: skipped ({problem})")
+        else:
+            raise InputError(f"{where}: {problem} (--skip-bad-lines skips such lines)")
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def open_text(path: str):
     p = Path(path)
     if not p.is_file():
         raise RnnEdgeError(f"no input file at {p}")
-    return p.open()
+    return p.open("rb")
 
 
-def load_npy(path: str):
+def load_npy(path: str, max_bytes: int = 1 << 30):
+    """A numeric .npy array, (T, I) or (N, T, I). The header's shape and dtype are checked against the file
+    size before anything is allocated; no pickles."""
     import numpy as np
+    from numpy.lib import format as npy
 
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            major, _ = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except Exception as e:  # numpy raises ValueError / OSError / EOFError / SyntaxError on bad headers
+        raise RnnEdgeError(f"cannot read {path} as .npy: {str(e)[:200]}") from None
+    if dtype.kind not in "fiub" or dtype.itemsize > 8 or dtype.hasobject:
+        raise RnnEdgeError(f"{path}: .npy of dtype {dtype} is not numeric samples")
+    need = dtype.itemsize * math.prod(shape)
+    if len(shape) not in (2, 3):
+        raise RnnEdgeError(f"{path}: expected (T, I) or (N, T, I), got shape {shape}")
+    if need != size - offset or size > max_bytes:
+        raise RnnEdgeError(
+            f"{path}: the .npy header says {shape} {dtype} ({need} bytes) but the file holds "
+            f"{size - offset} bytes of data (truncated or damaged; at most {max_bytes} bytes are read)"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
     except Exception as e:
-        raise RnnEdgeError(f"cannot read {path} as .npy: {e}") from e
-    if arr.ndim not in (2, 3):
-        raise RnnEdgeError(f"{path}: expected (T, I) or (N, T, I), got shape {arr.shape}")
-    return arr
+        raise RnnEdgeError(f"cannot read {path} as .npy: {str(e)[:200]}") from None
 
 
-def read_all(path: str, width: int):
+def read_all(path: str, width: int, skip_bad: bool = False):
     import numpy as np
 
     if path.endswith(".npy"):
         return load_npy(path)
-    rows = [x for _, x in text_rows(path) if x is not None]
-    bad = next((i for i, x in enumerate(rows) if len(x) != width), None)
-    if bad is not None:
-        raise RnnEdgeError(
-            f"{path}: seed sample {bad + 1} has {len(rows[bad])} values, the model takes {width}"
-        )
+    rows = [x for _, x in text_rows(path, width, skip_bad) if x is not None]
     return np.array(rows, np.float32).reshape(-1, width)
 
 

@@ -326,7 +326,9 @@ def test_ctrl_c_during_training_exits_130_and_keeps_the_best_checkpoint(tmp_path
     assert p.returncode == 130, "".join(lines) + rest
     assert "\r" not in "".join(lines) and lines[-1].startswith("epochs: 2/100000 loss=")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["interrupted"] is True and (out / "model.safetensors").is_file()
+    record = json.loads((out / "checkpoint.json").read_text())
+    assert metrics["interrupted"] is True and (out / record["best"]["file"]).is_file()
+    assert not record["finished"] and record["resume"]  # `train --resume` continues it
 
 
 def test_demo_force_only_replaces_a_demo_folder(tmp_path):

@@ -31,12 +31,11 @@ import numpy as np
 import torch
 from rnnedge.runtime.cells import activation_names
 from rnnedge.runtime.errors import TrainError
-from rnnedge.runtime.fileio import atomic_write_text
 from torch import nn
 
-from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
+from .checkpoint import commit, has_run, load_checkpoint, result_entry, write_payload, write_result
 from .data import load_dataset
-from .trainer import TrainConfig, evaluate, make_schedule, plot_curves, train_epoch
+from .trainer import TrainConfig, _record, evaluate, make_schedule, plot_curves, train_epoch
 
 SCHEMES = ("int8", "int8-dynamic", "int8-static")
 TARGETS = ("native", "tflite")
@@ -426,7 +425,7 @@ def train_qat(
     """Fine-tune the float run `from_run` through `scheme`'s arithmetic on `target`; write a run folder that
     `rnnedge export` takes like any other. Returns (model, metrics)."""
     out = Path(out)
-    if (out / CONFIG).exists() and not force:
+    if has_run(out) and not force:
         raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
     model, meta = load_checkpoint(from_run)
     base = meta["train"]
@@ -457,8 +456,8 @@ def train_qat(
         "state_weight": state_weight if state_limit else None,
         "stream": cfg.stream,
     }
-    run_meta = {**{k: v for k, v in meta.items() if k != "model"}, "train": asdict(cfg), "qat": qat_meta}
-    history, best, best_epoch, t0 = [], math.inf, -1, time.time()
+    config = {**meta, "model": model.cfg.to_dict(), "train": asdict(cfg), "qat": qat_meta}
+    history, best, best_epoch, best_entry, t0 = [], math.inf, -1, None, time.time()
     run_epoch = train_epoch
     if cfg.stream:  # fine-tune on long streams (stream_train.py), the state carried as deployed
         from .stream_train import stream_epoch as run_epoch
@@ -480,7 +479,8 @@ def train_qat(
         )
         if v["loss"] < best:
             best, best_epoch = v["loss"], epoch + 1
-            save_checkpoint(out, qat.inner, run_meta)
+            best_entry = write_payload(out, "model", qat.inner.state_dict()) | {"epoch": best_epoch}
+            commit(out, _record(config, history, best_entry, None))
         if progress:
             log(f"  epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, train {metric} {v[metric]:.4f}")
     if best_epoch < 0:
@@ -507,9 +507,13 @@ def train_qat(
         },
         "history": history,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    results = {
+        "metrics.json": write_result(out, "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    }
     title = f"{out.name}: QAT {scheme} ({target}) from {Path(from_run).name}, best epoch {best_epoch}"
-    plot_curves(history, metric, out / "curves.png", title, best_epoch, False, log)
+    if plot_curves(history, metric, out / "curves.png", title, best_epoch, False, log):
+        results["curves.png"] = result_entry(out, "curves.png")
+    commit(out, _record(config, history, best_entry, None, results, True))
     log(
         f"best epoch {best_epoch}: test {metric} {scheme} ({target}) {final['reference']:.4f} "
         f"(torch simulation {simulated[metric]:.4f}, float {final['float']:.4f}; before QAT "

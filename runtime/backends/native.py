@@ -16,6 +16,8 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..cells import LayerState, Q8Model, fuse_head, fuse_layer
+from ..finite import all_finite
+from ..finite import raise_bad_output as _raise_bad_output
 from ..quant import dequantize
 from ..vocab import ACTIVATION_QUANTISED
 
@@ -37,6 +39,7 @@ def _configure_kernel() -> None:
         lambda x: _raise_not_finite(x, "sample"),
         np.empty,
         np.dtype(np.float32),  # an instance: numpy.empty converts a type object on every call
+        _raise_bad_output,
     )
 
 
@@ -215,6 +218,15 @@ class NumpyRunner:
         self.specs = net.states
 
     def step(self, x: np.ndarray) -> np.ndarray:
+        """The next output; a non-finite output or state raises OutputError with the state as before."""
+        before = self.get_state()
+        y = self._step(x)
+        if not all_finite(y, *(self._buf(s) for s in self.specs)):
+            self.set_state(before)
+            _raise_bad_output("step")
+        return y
+
+    def _step(self, x: np.ndarray) -> np.ndarray:
         layers = self.layers
         np.copyto(layers[0].x, x)
         layers[0].step()
@@ -249,7 +261,12 @@ class Q8Runner:
         self.h, self.c = self.net.zero_state()
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        return self.net.step(x, self.h, self.c)
+        before = self.get_state()
+        y = self.net.step(x, self.h, self.c)
+        if not all_finite(y, *(self.h[s.layer] if s.kind == "h" else self.c[s.layer] for s in self.specs)):
+            self.set_state(before)
+            _raise_bad_output("step")
+        return y
 
     def reset(self) -> None:
         self.h, self.c = self.net.zero_state()
