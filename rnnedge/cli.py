@@ -122,10 +122,61 @@ def add_train(sub):
         action="store_true",
         help="no progress (otherwise a bar on a terminal, one plain line per epoch in a log or pipe)",
     )
+    p.add_argument(
+        "--stream-train",
+        action="store_true",
+        help="train on long streams (the training sequences end to end, state carried across --tbptt "
+        "windows and sequences, never reset; --tbptt defaults to 50 here), as a deployed model runs",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel training on N local processes (PyTorch DDP, gloo), the same result as one "
+        "process up to float summation order; under torchrun each process is one rank (README). Default: 1",
+    )
+    add_qat_options(p)
     p.set_defaults(func=cmd_train)
 
 
+def add_qat_options(p):
+    g = p.add_argument_group(
+        "quantisation-aware training",
+        "fine-tune a float run through one export scheme's exact arithmetic, e.g. `rnnedge train "
+        "--qat int8-static --qat-target tflite --from runs/basic_motions-lstm -o runs/bm-qat`; then "
+        "`rnnedge export runs/bm-qat --scheme int8-static --format tflite` computes what training reported",
+    )
+    g.add_argument("--qat", metavar="SCHEME", choices=("int8", "int8-dynamic", "int8-static"), help="scheme")
+    g.add_argument("--from", dest="from_run", type=Path, metavar="RUN", help="the float run to fine-tune")
+    g.add_argument(
+        "--qat-target",
+        default="native",
+        choices=("native", "tflite"),
+        help="whose arithmetic: the native bundle's, or TFLite's a8w8 full-integer graph (int8-static)",
+    )
+    g.add_argument(
+        "--qat-state-limit",
+        type=float,
+        metavar="C",
+        help="tflite: softly bound the LSTM cell state to +-C while fine-tuning, so its calibrated int8 "
+        "grid is finer (default: off)",
+    )
+    g.add_argument(
+        "--qat-state-weight",
+        type=float,
+        default=1e-3,
+        help="weight of --qat-state-limit (default: %(default)s)",
+    )
+    g.add_argument("--qat-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)")
+    g.add_argument(
+        "--qat-lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
+    )
+
+
 def cmd_train(a) -> int:
+    if a.qat or a.from_run:
+        return cmd_train_qat(a)
     from rnnedge.train.trainer import TrainConfig, resume, train
 
     if a.resume is not None:
@@ -151,10 +202,48 @@ def cmd_train(a) -> int:
         scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
+        stream=a.stream_train,
     )
     out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
+    if a.nproc > 1 or distributed_launch():
+        from rnnedge.train.distributed import run
+
+        cfg.threads = max(1, cfg.threads // max(1, a.nproc))  # the cores are shared between the ranks
+        run(cfg, out, a.nproc, force=a.force, progress=not a.no_progress)
+        return EXIT_OK
     _, metrics = train(cfg, out, force=a.force, progress=not a.no_progress)
     return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
+
+
+def distributed_launch() -> bool:
+    """Started by torchrun (every rank runs `rnnedge train ...`)."""
+    import os
+
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def cmd_train_qat(a) -> int:
+    from rnnedge.train.qat import train_qat
+    from rnnedge.train.trainer import TrainError
+
+    if not (a.qat and a.from_run):
+        raise TrainError("quantisation-aware training needs both --qat SCHEME and --from RUN (a float run)")
+    out = a.out or a.from_run.with_name(f"{a.from_run.name}-qat-{a.qat}-{a.qat_target}")
+    train_qat(
+        a.from_run,
+        a.qat,
+        out,
+        a.qat_target,
+        epochs=a.qat_epochs,
+        lr=a.qat_lr,
+        state_limit=a.qat_state_limit,
+        state_weight=a.qat_state_weight,
+        threads=a.threads,
+        **({"stream": True, "tbptt": a.tbptt or 50} if a.stream_train else {}),
+        force=a.force,
+        progress=not a.no_progress,
+    )
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------
