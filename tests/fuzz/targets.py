@@ -253,9 +253,11 @@ def checkpoint(data: bytes) -> None:
             ws.put(run / ck.RECORD, json.dumps(record).encode())
     try:
         model, _ = ck.load_checkpoint(run)
+        # finite weights may still overflow on an input (a re-sealed forgery can hold 1e38): the runtime's
+        # output check (OutputError) handles that; the loader's promise is finite, shape-checked weights
+        assert all(torch.isfinite(v).all() for v in model.state_dict().values())
         with torch.no_grad():
-            y, _ = model(torch.zeros(1, 2, model.cfg.input_size))
-        assert torch.isfinite(y).all()
+            model(torch.zeros(1, 2, model.cfg.input_size))
         rec = ck.read_record(run)
         if rec.get("resume") is not None:
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
