@@ -69,8 +69,8 @@ def test_runtime_stream_without_reset_is_the_model_with_carried_state(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
     test = json.loads((run / "metrics.json").read_text())["test"]
     assert set(test["stream"]) >= {"accuracy", "accuracy_by_quarter", "step_accuracy_by_position"}
-    assert json.loads((run / "config.json").read_text())["train"]["stream"] is True
-    model, _ = load_checkpoint(run)
+    model, meta = load_checkpoint(run)
+    assert meta["train"]["stream"] is True
     stream = stream_split(ds.test, "classify", seed=0)
     bundle = load(tmp_path / "bundle", backend="native")
     for reset in (False, True):
