@@ -6,6 +6,8 @@ y = s.step(x)                                    # x (I,) raw sample -> y (O,)
 snap = s.state; s.restore(snap); s.reset()
 ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
 ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
+ys = s.push(pcm)                                 # raw samples (any number) -> (k, O), one per step
+for e in s.events(chunks): print(e.line())       # streaming decisions: time, label, confidence
 b = model.streams(16)                            # 16 independent streams stepped together
 Y = b.step(X)                                    # X (16, I) -> Y (16, O); one matrix product per layer
 """
@@ -20,6 +22,8 @@ import numpy as np
 from .backends import open_backend
 from .bundle import Bundle, load_bundle
 from .errors import InputError
+from .events import DecisionConfig, Detector
+from .frontend import CompiledFrontend, FrontendConfig, make_frontend, max_steps, pcm_array
 
 
 def load(
@@ -43,6 +47,9 @@ class Model:
         task = bundle.manifest.get("task", {})
         self.task = task.get("kind", "regress")
         self.labels = task.get("labels")
+        # what turns raw samples into steps (None: each raw sample is a step) and how steps become events
+        self.frontend: FrontendConfig | None = bundle.frontend
+        self.decisions = DecisionConfig.from_manifest(bundle.manifest.get("decisions"))
 
     def stream(self) -> Stream:
         return Stream(self)
@@ -76,6 +83,7 @@ class Stream:
         self._compiled = getattr(self._runner, "compiled", False)
         if self._compiled:  # one C call per step: checks, step and the new output array all in C
             self.step = self._runner.checked_step
+        self._frontend = self._detector = None  # made on first push / events
 
     @property
     def steps(self) -> int:
@@ -135,12 +143,51 @@ class Stream:
             self._steps += steps
         return out
 
+    # -- raw samples in, decisions out ---------------------------------------------
+
+    def push(self, samples) -> np.ndarray:
+        """Raw samples (PCM int16 or float, any number; sensor samples (n, C)) through the bundle's front end
+        and the model: (k, O) outputs, one per step the front end completed (k may be 0). The front end
+        keeps the samples of an unfinished step for the next push."""
+        fe = self._frontend
+        if fe is None:
+            fe = self._frontend = make_frontend(self._frontend_config(), self.model.backend_name != "numpy")
+        if self._compiled and isinstance(fe, CompiledFrontend):  # one C call: front end + model steps
+            x = pcm_array(samples)
+            out = np.empty((max_steps(fe.cfg, len(x)), self.model.output_size), np.float32)
+            return out[: fe.c.push_step(self._runner.c, x, out)]
+        feats = fe.push(samples)
+        if len(feats) == 0:
+            return np.zeros((0, self.model.output_size), np.float32)
+        return self.run(feats, reset=False)
+
+    def events(self, source, decisions: DecisionConfig | None = None):
+        """Yield Events (time, label, confidence) from raw samples: one array, or an iterable of chunks
+        (a microphone, a file read in blocks). Front end, model and detector state carry over between
+        calls; reset() starts over. decisions: override the manifest's `decisions` section."""
+        if self.model.task != "classify" or not self.model.labels:
+            raise InputError("events need a classifier bundle with labels")
+        if self._detector is None or decisions is not None:
+            end = self._frontend_config().step_end_seconds
+            self._detector = Detector(decisions or self.model.decisions, self.model.labels, end)
+        chunks = [source] if isinstance(source, np.ndarray) else source
+        for chunk in chunks:
+            yield from self._detector.update(self.push(chunk))
+
+    def _frontend_config(self) -> FrontendConfig:
+        """The bundle's front end; without one, each raw sample is a step (passthrough)."""
+        return self.model.frontend or FrontendConfig(kind="passthrough", sample_rate=0, channels=self._I)
+
     # -- state ------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Zero every state tensor (start of a new sequence)."""
+        """Zero every state tensor (start of a new sequence); the front end and detector start over too."""
         self._runner.reset()
         self._steps = 0
+        if self._frontend is not None:
+            self._frontend.reset()
+        if self._detector is not None:
+            self._detector.reset()
 
     @property
     def state(self) -> dict[str, np.ndarray]:

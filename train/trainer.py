@@ -49,6 +49,7 @@ class TrainConfig:
     # classify: the label is also trained on the last `tail` fraction of each sequence's steps (the readout
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
+    audio: dict | None = None  # a WAV-folder dataset: AudioConfig fields (train/audio.py); None = defaults
 
 
 class TrainError(RnnEdgeError):
@@ -204,7 +205,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
-    ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed)
+    ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed, audio=cfg.audio)
     task = ds.task
     fit, val = split_validation(ds.train, task, cfg.val_fraction, cfg.seed)
     in_mean, in_std, out_mean, out_std = normalization(fit, task)
@@ -262,6 +263,10 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
 
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
+    if ds.frontend is not None:  # audio: choose the streaming decisions on the held-out examples
+        meta["decisions"] = audio_decisions(model, ds)
+        save_checkpoint(out, model, meta)
+        log(f"decisions: {meta['decisions']}")
     metrics = {
         "task": task,
         "metric": metric,
@@ -278,13 +283,28 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     return model, metrics
 
 
+def audio_decisions(model, ds: Dataset) -> dict:
+    from rnnedge.runtime.frontend import FrontendConfig
+
+    from .audio import choose_decisions
+
+    @torch.no_grad()
+    def logits(feats):
+        return model(torch.from_numpy(feats)[None])[0][0].numpy()
+
+    step = FrontendConfig.from_manifest(ds.frontend).step_seconds
+    return choose_decisions(logits, ds.test, ds.labels, step)
+
+
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
     data = (
         cfg.data
         if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine")
         else str(Path(cfg.data).resolve())
     )
+    extra = {"frontend": ds.frontend, "audio": ds.audio} if ds.frontend is not None else {}
     return {
+        **extra,
         "train": {**asdict(cfg), "data": data},
         "data": {
             "name": ds.name,
