@@ -50,6 +50,7 @@ class ExportJob:
     calib_seqs: list[np.ndarray] = field(default_factory=list)  # training sequences for static calibration
     options: dict = field(default_factory=dict)  # format options, e.g. {"tflite_target": "litert"}
     source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
+    signal: dict = field(default_factory=dict)  # the manifest's frontend / decisions sections (audio runs)
 
     def __post_init__(self):
         quantize.check_scheme(self.scheme)
@@ -67,7 +68,9 @@ def job_from_run(
 
     model, meta = load_checkpoint(run_dir)
     spec = data or meta["data"]["spec"]
-    ds = load_dataset(spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0))
+    ds = load_dataset(
+        spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0), audio=meta["train"].get("audio")
+    )
     if ds.input_size != model.cfg.input_size:
         raise ExportError(
             f"{spec} has {ds.input_size} input channels but the model takes {model.cfg.input_size}"
@@ -82,6 +85,7 @@ def job_from_run(
         eval_targets=list(test.y) if ds.task == "classify" else None,
         calib_seqs=ds.train.sequences(),
         options=options or {},
+        signal={k: meta[k] for k in ("frontend", "decisions") if meta.get(k) is not None},
         source={
             "run": str(Path(run_dir).resolve()),
             "data": spec,
@@ -218,6 +222,7 @@ def base_manifest(job: ExportJob) -> dict:
             "output_mean": m.out_mean.tolist(),
             "output_std": m.out_std.tolist(),
         },
+        **job.signal,
         "quant": {"scheme": job.scheme},
         "io": io_spec(cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size),
         "artifacts": {},
