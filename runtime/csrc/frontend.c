@@ -18,6 +18,7 @@ struct re_frontend {
     float *tw_re, *tw_im; /* per stage: stage with half-size h has its h twiddles at offset h - 1 */
     float *rot_re, *rot_im; /* (M + 1,) exp(-2 pi i k / n_fft): the real-FFT combining pass */
     float *re, *im;     /* (M,) work */
+    float *padded;      /* (n_fft,) windowed frame; [win_length, n_fft) stays zero */
     float *power;       /* (M + 1,) */
     int *band_start, *band_len, *band_off; /* sparse mel: band j = weights[off .. off + len) on bins start.. */
     float *weights;
@@ -31,7 +32,7 @@ void re_frontend_free(re_frontend *f)
 {
     if (!f) return;
     free(f->buf), free(f->window), free(f->rev), free(f->tw_re), free(f->tw_im), free(f->rot_re);
-    free(f->rot_im), free(f->re), free(f->im), free(f->power), free(f->band_start), free(f->band_len);
+    free(f->rot_im), free(f->re), free(f->im), free(f->padded), free(f->power), free(f->band_start), free(f->band_len);
     free(f->band_off), free(f->weights), free(f->logmel), free(f->dct);
     free(f);
 }
@@ -57,13 +58,14 @@ re_frontend *re_frontend_new(const re_frontend_desc *d, const char **err)
     f->tw_re = zalloc(sizeof(float) * M), f->tw_im = zalloc(sizeof(float) * M);
     f->rot_re = zalloc(sizeof(float) * (M + 1)), f->rot_im = zalloc(sizeof(float) * (M + 1));
     f->re = zalloc(sizeof(float) * M), f->im = zalloc(sizeof(float) * M);
+    f->padded = zalloc(sizeof(float) * N);
     f->power = zalloc(sizeof(float) * B);
     f->band_start = zalloc(sizeof(int) * d->n_mels), f->band_len = zalloc(sizeof(int) * d->n_mels);
     f->band_off = zalloc(sizeof(int) * d->n_mels);
     f->weights = zalloc(sizeof(float) * (nnz + B)); /* a band's span may hold interior zeros */
     f->logmel = zalloc(sizeof(float) * d->n_mels);
     if (d->dct) f->dct = zalloc(sizeof(float) * d->n_out * d->n_mels);
-    if (!f->buf || !f->window || !f->rev || !f->tw_re || !f->tw_im || !f->rot_re || !f->rot_im || !f->re || !f->im ||
+    if (!f->buf || !f->window || !f->rev || !f->tw_re || !f->tw_im || !f->rot_re || !f->rot_im || !f->re || !f->im || !f->padded ||
         !f->power || !f->band_start || !f->band_len || !f->band_off || !f->weights || !f->logmel ||
         (d->dct && !f->dct)) {
         re_frontend_free(f);
@@ -109,6 +111,17 @@ void re_frontend_reset(re_frontend *f)
 
 int re_frontend_out_size(const re_frontend *f) { return f->d.n_out; }
 
+/* 4 floats in one register: SSE on x86-64, NEON on aarch64, plain code elsewhere (GCC / clang vector
+ * extension); memcpy loads and stores need no alignment */
+typedef float v4 __attribute__((vector_size(16)));
+static inline v4 ld(const float *p)
+{
+    v4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st(float *p, v4 v) { memcpy(p, &v, sizeof v); }
+
 /* x86-64: one AVX2 build of the hot loops beside the portable one, picked at load time (ifunc) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RE_NO_CLONES)
 #define RE_HOT __attribute__((target_clones("avx2", "default")))
@@ -123,32 +136,44 @@ RE_HOT static void fft(const re_frontend *f, float *restrict re, float *restrict
 {
     const int M = f->M;
     int h = 1;
-    for (; 4 * h <= M; h *= 4) {
-        const float *restrict w1r = f->tw_re + h - 1, *restrict w1i = f->tw_im + h - 1;         /* W_2h^j */
-        const float *restrict w2r = f->tw_re + 2 * h - 1, *restrict w2i = f->tw_im + 2 * h - 1; /* W_4h^j */
+    if (M >= 4) { /* half-sizes 1 and 2: every twiddle is 1 or -i, so no products */
+        for (int s = 0; s < M; s += 4) {
+            const float b0r = re[s] + re[s + 1], b0i = im[s] + im[s + 1];
+            const float b1r = re[s] - re[s + 1], b1i = im[s] - im[s + 1];
+            const float b2r = re[s + 2] + re[s + 3], b2i = im[s + 2] + im[s + 3];
+            const float b3r = re[s + 2] - re[s + 3], b3i = im[s + 2] - im[s + 3];
+            re[s] = b0r + b2r, im[s] = b0i + b2i, re[s + 2] = b0r - b2r, im[s + 2] = b0i - b2i;
+            re[s + 1] = b1r + b3i, im[s + 1] = b1i - b3r, re[s + 3] = b1r - b3i, im[s + 3] = b1i + b3r;
+        }
+        h = 4;
+    }
+    for (; 4 * h <= M; h *= 4) { /* h >= 4 here: 4 butterflies per vector */
+        const float *w1r = f->tw_re + h - 1, *w1i = f->tw_im + h - 1;         /* W_2h^j */
+        const float *w2r = f->tw_re + 2 * h - 1, *w2i = f->tw_im + 2 * h - 1; /* W_4h^j */
         for (int s = 0; s < M; s += 4 * h) {
-            float *restrict r0 = re + s, *restrict r1 = r0 + h, *restrict r2 = r1 + h, *restrict r3 = r2 + h;
-            float *restrict i0 = im + s, *restrict i1 = i0 + h, *restrict i2 = i1 + h, *restrict i3 = i2 + h;
-            for (int j = 0; j < h; j++) {
-                const float ar = w1r[j] * r1[j] - w1i[j] * i1[j], ai = w1r[j] * i1[j] + w1i[j] * r1[j];
-                const float cr = w1r[j] * r3[j] - w1i[j] * i3[j], ci = w1r[j] * i3[j] + w1i[j] * r3[j];
-                const float b0r = r0[j] + ar, b0i = i0[j] + ai, b1r = r0[j] - ar, b1i = i0[j] - ai;
-                const float b2r = r2[j] + cr, b2i = i2[j] + ci, b3r = r2[j] - cr, b3i = i2[j] - ci;
-                const float ur = w2r[j] * b2r - w2i[j] * b2i, ui = w2r[j] * b2i + w2i[j] * b2r;
-                /* W_4h^(j+h) = -i W_4h^j */
-                const float vr = w2r[j] * b3i + w2i[j] * b3r, vi = -(w2r[j] * b3r - w2i[j] * b3i);
-                r0[j] = b0r + ur, i0[j] = b0i + ui, r2[j] = b0r - ur, i2[j] = b0i - ui;
-                r1[j] = b1r + vr, i1[j] = b1i + vi, r3[j] = b1r - vr, i3[j] = b1i - vi;
+            float *r0 = re + s, *r1 = r0 + h, *r2 = r1 + h, *r3 = r2 + h;
+            float *i0 = im + s, *i1 = i0 + h, *i2 = i1 + h, *i3 = i2 + h;
+            for (int j = 0; j < h; j += 4) {
+                const v4 ar_ = ld(r1 + j), ai_ = ld(i1 + j), cr_ = ld(r3 + j), ci_ = ld(i3 + j);
+                const v4 wr = ld(w1r + j), wi = ld(w1i + j), xr = ld(w2r + j), xi = ld(w2i + j);
+                const v4 ar = wr * ar_ - wi * ai_, ai = wr * ai_ + wi * ar_;
+                const v4 cr = wr * cr_ - wi * ci_, ci = wr * ci_ + wi * cr_;
+                const v4 p0r = ld(r0 + j), p0i = ld(i0 + j), p2r = ld(r2 + j), p2i = ld(i2 + j);
+                const v4 b0r = p0r + ar, b0i = p0i + ai, b1r = p0r - ar, b1i = p0i - ai;
+                const v4 b2r = p2r + cr, b2i = p2i + ci, b3r = p2r - cr, b3i = p2i - ci;
+                const v4 ur = xr * b2r - xi * b2i, ui = xr * b2i + xi * b2r;
+                const v4 vr = xr * b3i + xi * b3r, vi = xi * b3i - xr * b3r; /* W_4h^(j+h) = -i W_4h^j */
+                st(r0 + j, b0r + ur), st(i0 + j, b0i + ui), st(r2 + j, b0r - ur), st(i2 + j, b0i - ui);
+                st(r1 + j, b1r + vr), st(i1 + j, b1i + vi), st(r3 + j, b1r - vr), st(i3 + j, b1i - vi);
             }
         }
     }
-    if (h < M) { /* log2 M odd: one radix-2 stage of half-size h = M / 2 remains */
-        const float *restrict wr = f->tw_re + h - 1, *restrict wi = f->tw_im + h - 1;
-        float *restrict ar = re, *restrict ai = im, *restrict br = re + h, *restrict bi = im + h;
-        for (int j = 0; j < h; j++) {
-            const float tr = wr[j] * br[j] - wi[j] * bi[j], ti = wr[j] * bi[j] + wi[j] * br[j];
-            br[j] = ar[j] - tr, bi[j] = ai[j] - ti;
-            ar[j] += tr, ai[j] += ti;
+    if (h < M) { /* log2 M odd: one radix-2 stage of half-size h = M / 2 >= 4 remains */
+        const float *wr_ = f->tw_re + h - 1, *wi_ = f->tw_im + h - 1;
+        for (int j = 0; j < h; j += 4) {
+            const v4 wr = ld(wr_ + j), wi = ld(wi_ + j), br = ld(re + h + j), bi = ld(im + h + j);
+            const v4 tr = wr * br - wi * bi, ti = wr * bi + wi * br, ar = ld(re + j), ai = ld(im + j);
+            st(re + h + j, ar - tr), st(im + h + j, ai - ti), st(re + j, ar + tr), st(im + j, ai + ti);
         }
     }
 }
@@ -175,11 +200,13 @@ void re_frontend_frame(re_frontend *f, const float *frame, float *feat)
 {
     const int M = f->M, W = f->d.win_length;
     float *re = f->re, *im = f->im, *P = f->power;
-    /* z[k] = x[2k] + i x[2k+1] (windowed, zero-padded to n_fft), loaded in bit-reversed order */
+    /* z[k] = x[2k] + i x[2k+1] (windowed, zero-padded to n_fft: padded's tail stays zero), loaded in
+     * bit-reversed order */
+    float *restrict x = f->padded;
+    for (int n = 0; n < W; n++) x[n] = frame[n] * f->window[n];
     for (int k = 0; k < M; k++) {
-        const int a = 2 * k, b = 2 * k + 1, r = f->rev[k];
-        re[r] = a < W ? frame[a] * f->window[a] : 0.0f;
-        im[r] = b < W ? frame[b] * f->window[b] : 0.0f;
+        const int r = f->rev[k];
+        re[k] = x[2 * r], im[k] = x[2 * r + 1];
     }
     fft(f, re, im);
     real_power(f, re, im, P);
