@@ -1,6 +1,6 @@
 """Keyword spotting end to end, on SYNTHETIC speech: espeak-ng (Debian package) speaks the words offline.
 
-    python -m rnnedge.kws_demo --out kws-out          # or: rnnedge demo --kws
+    python -m rnnedge.kws_demo --out kws-out          # ~10 min on 2 cores; steps already done are kept
 
 1. words/        four keywords spoken by 8 espeak-ng voices x 4 speed/pitch settings, other words as the
                  background class, synthetic noise (pink noise + mains hum + babble of reversed words)
