@@ -152,10 +152,9 @@ class Stream:
         fe = self._frontend
         if fe is None:
             fe = self._frontend = make_frontend(self._frontend_config(), self.model.backend_name != "numpy")
-        if self._compiled and isinstance(fe, CompiledFrontend):  # one C call: front end + model steps
-            x = pcm_array(samples)
-            out = np.empty((max_steps(fe.cfg, len(x)), self.model.output_size), np.float32)
-            return out[: fe.c.push_step(self._runner.c, x, out)]
+            if self._compiled and isinstance(fe, CompiledFrontend):
+                self.push = self._fused_push(fe)
+                return self.push(samples)
         feats = fe.push(samples)
         if len(feats) == 0:
             return np.zeros((0, self.model.output_size), np.float32)
@@ -173,6 +172,21 @@ class Stream:
         chunks = [source] if isinstance(source, np.ndarray) else source
         for chunk in chunks:
             yield from self._detector.update(self.push(chunk))
+
+    def _fused_push(self, fe: CompiledFrontend):
+        """push() on the compiled backend: one C call runs the front end and a model step per hop."""
+        push_step, c_stream, O = fe.c.push_step, self._runner.c, self.model.output_size
+        cfg = fe.cfg
+
+        def push(samples) -> np.ndarray:
+            x = samples
+            if not (type(x) is np.ndarray and x.dtype == np.int16 and x.ndim == 1 and x.flags.c_contiguous):
+                x = pcm_array(samples)  # float PCM: checked finite here, so errors are InputErrors
+            out = np.empty((max_steps(cfg, len(x)), O), np.float32)
+            return out[: push_step(c_stream, x, out)]
+
+        push.__doc__ = Stream.push.__doc__
+        return push
 
     def _frontend_config(self) -> FrontendConfig:
         """The bundle's front end; without one, each raw sample is a step (passthrough)."""
