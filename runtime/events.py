@@ -4,10 +4,10 @@ Per step t (the manifest's `decisions` section, or DecisionConfig's defaults):
     p_t      = softmax(logits_t)
     s_t      = mean(p_{t-W+1} .. p_t)             W = smoothing_steps (fewer at the start of a stream)
     k        = argmax of s_t over the classes other than `background`
-    event    if s_t[k] >= threshold and at least refractory_steps steps have passed since the last event
-The event's time is when step t's last sample arrived (FrontendConfig.step_end_seconds). One event per
-keyword utterance is the aim: the refractory period stops a word that stays above threshold for several
-steps from firing again.
+    event    if s_t[k] >= threshold, s[k] fell below threshold since class k last fired (one event per
+             crossing: a word whose posterior stays high fires once), and at least refractory_steps steps
+             have passed since the last event of any class
+The event's time is when step t's last sample arrived (FrontendConfig.step_end_seconds).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class Detector:
         self._history = np.zeros((0, len(self.labels)), np.float64)  # the last W-1 posteriors
         self._step = 0  # steps seen
         self._last = -(10**12)  # step of the last event
+        self._last_fire = np.full(len(self.labels), -2)  # per class: step of its last event
+        self._last_below = np.full(len(self.labels), -1)  # per class: last step its score was below threshold
 
     def update(self, logits: np.ndarray) -> list[Event]:
         """logits (k, O) of the next k steps -> the events among them (in order)."""
@@ -81,12 +83,16 @@ class Detector:
         cand = np.where(self.mask, smooth, -1.0)
         best = cand.argmax(1)
         score = cand[np.arange(len(p)), best]
+        steps = self._step + np.arange(len(p))
+        below = np.where(cand < self.cfg.threshold, steps[:, None], -1)  # (k, O)
+        below = np.maximum.accumulate(np.concatenate((self._last_below[None], below)), 0)[1:]
+        self._last_below = below[-1]
         events = []
         for i in np.flatnonzero(score >= self.cfg.threshold):
-            t = self._step + int(i)
-            if t - self._last >= self.cfg.refractory_steps:
-                self._last = t
-                events.append(Event(self.step_time(t), self.labels[best[i]], float(score[i]), t))
+            t, k = int(steps[i]), int(best[i])
+            if t - self._last >= self.cfg.refractory_steps and below[i, k] > self._last_fire[k]:
+                self._last = self._last_fire[k] = t
+                events.append(Event(self.step_time(t), self.labels[k], float(score[i]), t))
         self._history = both[-(W - 1) :] if W > 1 else both[:0]
         self._step += len(p)
         return events
