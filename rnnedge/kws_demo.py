@@ -92,7 +92,7 @@ def make_words(out: Path, voices=TRAIN_VOICES, settings=SETTINGS, log=print) -> 
         d.mkdir(parents=True, exist_ok=True)
         for w in words:
             for v in voices:
-                for s, p in settings if label != "background" else settings[1:3]:
+                for s, p in settings if label != "background" else settings[1:2]:
                     write_wav(d / f"{w}_{v.replace('+', '_')}_{s}_{p}.wav", RATE, speak(w, v, s, p))
         log(f"  {label}: {len(list(d.glob('*.wav')))} clips")
     noise = out / "_background_noise_"
