@@ -27,11 +27,15 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 import torch
 from rnnedge.devices import bench, profiles, report, stats, sysinfo
+from rnnedge.export import formats as registry
 from rnnedge.export import quantize
-from rnnedge.export.exporter import FORMATS, ExportJob, export, format_module
+from rnnedge.export.exporter import ExportJob, export
 from rnnedge.runtime import load_bundle
+from rnnedge.runtime.backends.native import limit_blas_threads
 from rnnedge.runtime.errors import RnnEdgeError
 from rnnedge.train.model import ModelConfig, RecurrentModel
+
+from rnnedge.progress import Progress
 
 INPUT, OUTPUT = 40, 12
 
@@ -49,13 +53,11 @@ def make_job(cell: str, hidden: int, scheme: str, seed: int = 0) -> ExportJob:
 
 
 def available_formats() -> list[str]:
-    ok = []
-    for fmt in FORMATS:
-        try:
-            format_module(fmt)
-            ok.append(fmt)
-        except ImportError as e:
-            print(f"format {fmt}: not available ({e})", file=sys.stderr)
+    ok = registry.available()
+    for fmt in sorted(set(registry.FORMATS) - set(ok)):
+        print(
+            f"format {fmt}: not available (needs {', '.join(registry.FORMATS[fmt].needs)})", file=sys.stderr
+        )
     return ok
 
 
@@ -129,11 +131,8 @@ def main(argv=None) -> int:
     print(
         f"measuring {len(live)} bundle x backend pairs, {args.steps} steps each, interleaved", file=sys.stderr
     )
-    bar = bench.Progress(args.steps * len(live), "compare")
-    try:
+    with Progress(args.steps * len(live), "compare", "step") as bar, limit_blas_threads(1):
         bench.measure(list(targets.values()), args.steps, args.warmup, args.rounds, None, bar)
-    finally:
-        bar.close()
 
     print(sysinfo.format_machine(sysinfo.describe()))
     print(

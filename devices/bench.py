@@ -27,12 +27,16 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+from rnnedge.runtime.backends.native import limit_blas_threads
 from rnnedge.runtime.bundle import Bundle, load_bundle
 from rnnedge.runtime.errors import BundleError, MissingDependency, RnnEdgeError
+from rnnedge.runtime.fileio import atomic_write_text
 from rnnedge.runtime.stream import Model
+from rnnedge.runtime.vocab import ARTIFACT_OF, DEFAULT_QEMU_CPU
+
+from rnnedge.progress import Progress
 
 from . import profiles, stats, sysinfo
 from .coldstart import cold_starts
@@ -40,14 +44,7 @@ from .report import format_report, table
 from .torch_baseline import BACKENDS as ALL
 from .torch_baseline import open_model
 
-ARTIFACT = {  # the bundle artifact (export format) each backend reads
-    "native": "native",
-    "numpy": "native",
-    "torch": "native",
-    "onnxruntime": "onnx",
-    "litert": "tflite",
-    "tflite-runtime": "tflite",
-}
+ARTIFACT = {**ARTIFACT_OF, "torch": "native"}  # the bundle artifact each backend reads
 SPIN_NS = 100_000  # paced mode: busy-wait the last 100 us before a tick (sleep() overshoots by 50-100 us)
 REWARM = 20  # untimed steps before every chunk: the backend that ran before evicted this one's caches
 INPUT_TICKS = 8192  # distinct input samples per stream (cycled), bounds memory for long runs
@@ -207,35 +204,6 @@ def results_of(t: Target, rate: float | None) -> dict:
     return out
 
 
-class Progress:
-    """tqdm on stderr if installed, else one self-overwriting stderr line."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.bar = None
-        self.enabled, self.total, self.done, self.desc = enabled, total, 0, desc
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="step", leave=False)
-            except ImportError:
-                pass
-
-    def __call__(self, n: int, note: str = "") -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.set_postfix_str(note, refresh=False)
-            self.bar.update(n)
-        elif self.enabled:
-            print(f"\r{self.desc}: {self.done}/{self.total} {note:40s}", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.enabled:
-            print(file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------
 # optional: instructions per step under ARM emulation (devices/arm)
 
@@ -327,11 +295,10 @@ def bench(
     live = [t.backend for t in targets if t.status == "ok"]
     if rate and live and progress:
         print(f"stepping at {rate:g} Hz: about {steps * len(live) / rate:.0f} s", file=sys.stderr)
-    bar = Progress(steps * len(live), "bench", progress)
-    try:
+    bar = Progress(steps * len(live), "bench", "step", enabled=progress)
+    with bar, limit_blas_threads(threads):  # the numpy path's BLAS pool, for this measurement only
         measure(targets, steps, warmup, rounds, rate, bar)
-    finally:
-        bar.close()
+        blas = blas_threads()
 
     res = {
         "tool": "rnnedge bench",
@@ -350,7 +317,7 @@ def bench(
             "timer": "time.perf_counter_ns around stream.step(x)"
             + (" for each stream" if streams > 1 else ""),
             "timer_overhead_ns": timer_overhead_ns(),
-            "blas_threads": blas_threads(),
+            "blas_threads": blas,
         },
         "backends": {t.backend: results_of(t, rate) for t in targets},
     }
@@ -363,16 +330,13 @@ def bench(
 
     ok = [b for b in names if "latency" in res["backends"][b]]
     if cold_runs > 0 and ok:
-        bar = Progress(cold_runs * len(ok), "cold start", progress)
-        try:
+        with Progress(cold_runs * len(ok), "cold start", "run", enabled=progress) as bar:
             for b, c in cold_starts(bundle.path, ok, threads, cold_runs, bar).items():
                 res["backends"][b]["cold_start"] = c
-        finally:
-            bar.close()
     if prof:
         res["gate"] = gate(prof, info, res["backends"], rate)
     if emulate_cpu is not None:
-        cpu = emulate_cpu or (prof or {}).get("emulation", {}).get("qemu_cpu") or "cortex-a72"
+        cpu = emulate_cpu or (prof or {}).get("emulation", {}).get("qemu_cpu") or DEFAULT_QEMU_CPU
         res["emulation"] = emulate(bundle.path, [b for b in ok if b != "torch"], cpu, emulate_steps)
         if prof and "emulation" in prof:
             res["emulation"]["profile"] = {"name": prof["name"], **prof["emulation"], "cpu": prof["cpu"]}
@@ -480,11 +444,9 @@ def measure_matrix(bundles, backends, steps, warmup, rounds=5, threads=1, seed=0
             t.xs = xs
             cells[(label, t.backend)] = t
     targets = list(cells.values())
-    bar = Progress(steps * sum(t.status == "ok" for t in targets), "latency", progress)
-    try:
+    bar = Progress(steps * sum(t.status == "ok" for t in targets), "latency", "step", enabled=progress)
+    with bar, limit_blas_threads(threads):
         measure(targets, steps, warmup, rounds, None, bar)
-    finally:
-        bar.close()
     return cells
 
 
@@ -540,30 +502,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    """0 = measured (and the device gate passed); 1 = gate failed or nothing measured; 2 = bad input."""
-    try:
-        res = bench(
-            args.bundle,
-            backends=args.backend,
-            steps=args.steps,
-            warmup=args.warmup,
-            rounds=args.rounds,
-            threads=args.threads,
-            rate=args.rate,
-            streams=args.streams,
-            seed=args.seed,
-            device=args.device,
-            cold_runs=args.cold_runs,
-            emulate_cpu=args.emulate,
-            emulate_steps=args.emulate_steps,
-            progress=not args.quiet,
-        )
-    except RnnEdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """0 = measured (and the device gate passed); 1 = gate failed or nothing measured. Bad input raises
+    RnnEdgeError: the CLI's one error path prints it (exit 1)."""
+    res = bench(
+        args.bundle,
+        backends=args.backend,
+        steps=args.steps,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        threads=args.threads,
+        rate=args.rate,
+        streams=args.streams,
+        seed=args.seed,
+        device=args.device,
+        cold_runs=args.cold_runs,
+        emulate_cpu=args.emulate,
+        emulate_steps=args.emulate_steps,
+        progress=not args.quiet,
+    )
     print(format_report(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
         from .plot import plot_cdf
@@ -574,17 +533,16 @@ def run(args) -> int:
         except MissingDependency as e:
             print(f"no plot: {e}", file=sys.stderr)
     if not any("latency" in r for r in res["backends"].values()):
-        print("error: no backend could be measured (see the status column)", file=sys.stderr)
+        print("rnnedge: error: no backend could be measured (see the status column)", file=sys.stderr)
         return 1
     return 0 if res.get("gate", {}).get("ok", True) else 1
 
 
 def main(argv=None) -> int:
-    """`python -m rnnedge.devices.bench BUNDLE ...` (the same as `rnnedge bench`)."""
-    parser = argparse.ArgumentParser(prog="rnnedge")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    """`python -m rnnedge.devices.bench BUNDLE ...`: the same as `rnnedge bench` (same errors, exit codes)."""
+    from rnnedge.cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ try:
         from rnnedge.devices.torch_baseline import open_model as load
     else:
         from rnnedge.runtime import load
+    from rnnedge.runtime.backends.native import limit_blas_threads
+
+    limit_blas_threads(threads)  # as `rnnedge run` does: the numpy path's BLAS pool on `threads` cores
     out["t_import"] = time.monotonic_ns()
     model = load(bundle, backend=backend, threads=threads)
     out["t_load"] = time.monotonic_ns()

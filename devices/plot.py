@@ -1,20 +1,17 @@
-"""PNG of the per-backend latency CDF from `rnnedge bench` results (matplotlib, optional)."""
+"""PNG of the per-backend latency CDF from `rnnedge bench` results (matplotlib, optional; no pyplot)."""
 
 from __future__ import annotations
 
 import numpy as np
-from rnnedge.runtime.errors import require
+
+from rnnedge.plotting import figure, save_png
 
 
 def plot_cdf(res: dict, path: str) -> None:
     """Empirical CDF of per-step latency per backend (log x), p99 marked, deadline line when paced."""
-    mpl = require("matplotlib", "matplotlib (for --plot)", "'rnnedge[plot]'")
-    mpl.use("Agg")  # no display on a Pi over ssh or in CI
-    import matplotlib.pyplot as plt
-
-    # left: the CDF the issue asks for; right: the same data as exceedance (1 - CDF, log y) so the tail
-    # from p99 to the max, which decides deadlines, is as visible as the median
-    fig, (ax, tail) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    # left: the CDF; right: the same data as exceedance (1 - CDF, log y) so the tail from p99 to the max,
+    # which decides deadlines, is as visible as the median
+    fig, (ax, tail) = figure(1, 2, (11, 4.5), dpi=120)
     for name, r in res["backends"].items():
         if not r.get("samples_ns"):
             continue
@@ -56,5 +53,4 @@ def plot_cdf(res: dict, path: str) -> None:
         "(dots: p99)"
     )
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path)

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from rnnedge.runtime.errors import RnnEdgeError
+from rnnedge.runtime.vocab import QEMU_CPU
 
 from .torch_baseline import BACKENDS
 
@@ -48,6 +49,9 @@ def load_profile(name_or_path: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProfileError(f"device profile {path} is not valid JSON: {e}") from e
     validate(prof, str(path))
+    emu = prof.get("emulation")
+    if isinstance(emu, dict) and prof["name"] in QEMU_CPU:  # the boards' CPUs are defined once, in vocab
+        emu.setdefault("qemu_cpu", QEMU_CPU[prof["name"]])
     return prof
 
 

@@ -8,8 +8,6 @@ ExportError is raised: nothing is lost and nothing broken is installed.
 
 from __future__ import annotations
 
-import datetime
-import importlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -17,24 +15,20 @@ from pathlib import Path
 
 import numpy as np
 from rnnedge.runtime import load as load_runtime
-from rnnedge.runtime.bundle import io_spec, write_manifest
-from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
+from rnnedge.runtime.bundle import write_manifest
+from rnnedge.runtime.errors import ExportError, MissingDependency
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
+from . import formats as registry
 from . import quantize
+from .format import ExportFormat
 from .install import install, recover_stale, temp_folder
+from .manifest import base_manifest
 from .reference import fold_normalization, reference_model, run_reference
-from .verify import check_parity
+from .verify import check_parity, compare
 
-FORMATS = {
-    "native": "rnnedge.export.native",
-    "onnx": "rnnedge.export.onnx_export",
-    "tflite": "rnnedge.export.tflite_export",
-}
-
-
-class ExportError(RnnEdgeError):
-    pass
+FORMATS = registry.FORMATS  # name -> ExportFormat (export/formats.py)
+__all__ = ["ExportError", "ExportJob", "export", "job_from_run", "base_manifest", "FORMATS"]
 
 
 @dataclass
@@ -48,13 +42,18 @@ class ExportJob:
     eval_seqs: list[np.ndarray]  # held-out sequences for parity and accuracy
     eval_targets: list | None = None  # class indices (classify) for accuracy
     calib_seqs: list[np.ndarray] = field(default_factory=list)  # training sequences for static calibration
-    options: dict = field(default_factory=dict)  # format options, e.g. {"tflite_target": "litert"}
+    options: dict = field(default_factory=dict)  # format options by key, e.g. {"tflite_target": "litert"}
     source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
     signal: dict = field(default_factory=dict)  # the manifest's frontend / decisions sections (audio runs)
 
     def __post_init__(self):
         quantize.check_scheme(self.scheme)
+        registry.check_options(self.options)
         self.folded = fold_normalization(self.model)
+
+    def format_options(self, fmt: ExportFormat):
+        """fmt's options dataclass from self.options (read each time: callers may change the dict)."""
+        return fmt.parse(self.options)
 
 
 def job_from_run(
@@ -94,18 +93,12 @@ def job_from_run(
     )
 
 
-def format_module(fmt: str):
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
-    return importlib.import_module(FORMATS[fmt])
-
-
 def export(
     job: ExportJob, formats: list[str], out: str | os.PathLike, force: bool = False, log=print
 ) -> Path:
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
-    mods = {fmt: format_module(fmt) for fmt in dict.fromkeys(["native", *formats])}
+    fmts = [registry.get(name) for name in dict.fromkeys(["native", *formats])]
     recover_stale(out, log)  # a killed earlier run may have left OUT half-installed: repair it first
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")
@@ -115,15 +108,15 @@ def export(
     tmp.mkdir()
     try:
         manifest = base_manifest(job)
-        for fmt, mod in mods.items():
-            log(f"  writing {fmt} ({job.scheme})")
-            manifest["artifacts"][fmt] = mod.write(job, tmp)
+        for fmt in fmts:
+            log(f"  writing {fmt.name} ({job.scheme})")
+            manifest["artifacts"][fmt.name] = fmt.write(job, tmp)
         write_manifest(tmp, manifest)
         manifest["evaluation"] = evaluate_reference(job)
         failed = []
-        for mod in mods.values():
-            ref = mod.reference(job) or default_reference(job)
-            for backend in mod.backends(job):
+        for fmt in fmts:
+            ref = fmt.reference(job) or default_reference(job)
+            for backend in fmt.verified_on(job):
                 res = verify_backend(tmp, backend, ref, job)
                 manifest["parity"][backend] = res
                 log(f"  parity {backend:15s} {summarize(res)}")
@@ -176,18 +169,13 @@ def evaluate_reference(job: ExportJob) -> dict:
     """Accuracy (classify) or error of the float model and of the scheme's reference on the held-out data."""
     float_model = job.model.eval()
     ref = reference_model(job.cfg, job.folded, job.scheme)
-    res = {"sequences": len(job.eval_seqs)}
-    if job.task["kind"] == "classify" and job.eval_targets is not None:
-        for key, m in (("float_accuracy", float_model), ("reference_accuracy", ref)):
-            hits = [
-                int(np.argmax(run_reference(m, s)[-1])) == int(t)
-                for s, t in zip(job.eval_seqs, job.eval_targets)
-            ]
-            res[key] = float(np.mean(hits))
-    else:
-        diffs = [np.abs(run_reference(ref, s) - run_reference(float_model, s)).max() for s in job.eval_seqs]
-        res["reference_vs_float_max_abs"] = float(max(diffs)) if diffs else 0.0
-    return res
+    pairs = ((run_reference(ref, s), run_reference(float_model, s)) for s in job.eval_seqs)
+    classify = job.task["kind"] == "classify" and job.eval_targets is not None
+    res = compare(pairs, classify, job.eval_targets if classify else None)
+    if classify:
+        return {"sequences": res["sequences"], "float_accuracy": res["reference_accuracy"],
+                "reference_accuracy": res["accuracy"]}  # fmt: skip
+    return {"sequences": res["sequences"], "reference_vs_float_max_abs": res["max_abs_error"]}
 
 
 def summarize(res: dict) -> str:
@@ -199,35 +187,3 @@ def summarize(res: dict) -> str:
     if not res.get("stream_equals_run", True):
         parts.append("stream != run")
     return " ".join(parts)
-
-
-def base_manifest(job: ExportJob) -> dict:
-    cfg, m = job.cfg, job.model
-    from rnnedge import __version__
-
-    return {
-        "model": {
-            "cell": cfg.cell,
-            "input_size": cfg.input_size,
-            "hidden_size": cfg.hidden_size,
-            "num_layers": cfg.num_layers,
-            "output_size": cfg.output_size,
-            "head": "linear",
-        },
-        "task": job.task,
-        "normalization": {
-            "folded_into_weights": True,
-            "input_mean": m.in_mean.tolist(),
-            "input_std": m.in_std.tolist(),
-            "output_mean": m.out_mean.tolist(),
-            "output_std": m.out_std.tolist(),
-        },
-        **job.signal,
-        "quant": {"scheme": job.scheme},
-        "io": io_spec(cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size),
-        "artifacts": {},
-        "parity": {},
-        "source": job.source,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rnnedge_version": __version__,
-    }

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnedge.runtime.bundle import WEIGHTS, atomic_write_bytes
+from rnnedge.runtime.bundle import WEIGHTS
+from rnnedge.runtime.fileio import atomic_write_bytes
 from safetensors.numpy import save
 
 from . import quantize
+from .format import ExportFormat, NoOptions
 
 FILE = WEIGHTS
 
@@ -53,3 +55,6 @@ def describe(scheme: str) -> str:
         "int8-dynamic": "int8 per output row; activations int8 per step (max|v| / 127), int32 products",
         "int8-static": "int8 per output row; activations int8 with calibrated scales, int32 products",
     }[scheme]
+
+
+FORMAT = ExportFormat("native", NoOptions, backends, write, reference)

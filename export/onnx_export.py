@@ -27,13 +27,17 @@ Options (ExportJob.options):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rnnedge.runtime.bundle import atomic_write_bytes, state_specs
-from rnnedge.runtime.errors import MissingDependency, require
+from rnnedge.runtime.bundle import state_specs
+from rnnedge.runtime.errors import ExportError, MissingDependency, require
+from rnnedge.runtime.fileio import atomic_write_bytes
 
 from . import quantize
+from .format import ExportFormat, option
+from .manifest import base_manifest
 
 FILE = "model.onnx"
 SEQ_FILE = "model_seq.onnx"
@@ -41,10 +45,13 @@ EMBEDDED = ("model", "task", "normalization", "quant", "io", "rnnedge_version")
 PIP = "'rnnedge[onnx]'"
 
 
-def _error(msg: str):
-    from .exporter import ExportError  # late: the exporter imports format modules by name
+FORMS = ("cell", "op")
 
-    return ExportError(msg)
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    graph: str = option("cell", FORMS, "decomposed cell, or the ONNX LSTM/GRU/RNN operator")
+    sequence: bool = option(False, help="also write model_seq.onnx (a Scan over the step)")
 
 
 def backends(job) -> list[str]:
@@ -64,15 +71,13 @@ def _build(job):
         require("onnx", "onnx", PIP)
         require("onnxruntime", "onnxruntime", PIP)
     except MissingDependency as e:
-        raise _error(f"cannot write ONNX: {e}") from e
+        raise ExportError(f"cannot write ONNX: {e}") from e
     from . import onnx_graph, onnx_quant
 
     cfg, scheme = job.cfg, job.scheme
-    form = job.options.get("onnx_graph", "cell")
-    if form not in onnx_graph.FORMS:
-        raise _error(f"onnx_graph must be one of {', '.join(onnx_graph.FORMS)}, got {form!r}")
+    form = job.format_options(FORMAT).graph
     if form == "op" and scheme == "int8-static":
-        raise _error(
+        raise ExportError(
             "int8-static needs onnx_graph='cell': ORT's QDQ quantiser leaves the LSTM/GRU/RNN operator float"
         )
     args = (cfg.cell, job.folded, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size)
@@ -94,7 +99,9 @@ def _build(job):
         info["compute"] = "ORT quantize_dynamic: MatMul -> uint8 activations quantised per step (per tensor)"
     else:
         if not job.calib_seqs:
-            raise _error("int8-static needs calibration sequences (ExportJob.calib_seqs, the training split)")
+            raise ExportError(
+                "int8-static needs calibration sequences (ExportJob.calib_seqs, the training split)"
+            )
         model = onnx_graph.step_model(*args, form=form, input_norm=norm)
         cal = calibrate(job, model)
         model = onnx_quant.static(model, cal)
@@ -138,8 +145,6 @@ def write(job, folder: Path) -> dict:
 
     from rnnedge import __version__
 
-    from .exporter import base_manifest
-
     model, info = graph(job)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     manifest = base_manifest(job)
@@ -154,7 +159,7 @@ def write(job, folder: Path) -> dict:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise _error(f"the ONNX graph fails onnx.checker: {e}") from e
+        raise ExportError(f"the ONNX graph fails onnx.checker: {e}") from e
     data = model.SerializeToString()
     atomic_write_bytes(Path(folder) / FILE, data)
     specs = state_specs(cfg.cell, cfg.num_layers, cfg.hidden_size)
@@ -167,7 +172,7 @@ def write(job, folder: Path) -> dict:
     }
     if job.scheme not in quantize.WEIGHT_ONLY:
         art["vs_float"] = vs_float(job, data, specs)
-    if job.options.get("onnx_sequence"):
+    if job.format_options(FORMAT).sequence:
         from .onnx_graph import sequence_model
 
         seq = sequence_model(model)
@@ -195,7 +200,7 @@ def check_sequence(job, step_data: bytes, seq_data: bytes, specs, n: int = 4) ->
         got = sess.run(["y"], {"x": seq[None], **zeros})[0][0]
         err = max(err, float(np.abs(got - want).max()))
     if not err <= 1e-5:
-        raise _error(f"{SEQ_FILE} does not reproduce the streaming graph: max |err| = {err:.3g}")
+        raise ExportError(f"{SEQ_FILE} does not reproduce the streaming graph: max |err| = {err:.3g}")
     return {"max_abs_error_vs_step": err, "sequences_checked": min(n, len(job.eval_seqs))}
 
 
@@ -205,21 +210,19 @@ def vs_float(job, data: bytes, specs) -> dict:
     from rnnedge.runtime.backends.ort import OrtRunner, session
 
     from .reference import run_reference
+    from .verify import compare
 
     runner = OrtRunner(session(data), specs, job.cfg.input_size, job.cfg.output_size)
     float_model = job.model.eval()
-    err, agree, lo, hi = 0.0, 0, np.inf, -np.inf
-    for seq in job.eval_seqs:
-        runner.reset()
-        y = np.stack([runner.step(x).copy() for x in np.asarray(seq, np.float32)])
-        ref = run_reference(float_model, seq)
-        err = max(err, float(np.abs(y - ref).max()))
-        lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
-        agree += int(np.argmax(y[-1]) == np.argmax(ref[-1]))
-    res = {"max_abs_error": err, "relative_error": err / max(hi - lo, 1e-6), "sequences": len(job.eval_seqs)}
-    if job.task.get("kind") == "classify" and job.eval_seqs:
-        res["decision_agreement"] = agree / len(job.eval_seqs)
-    return res
+
+    def pairs():
+        for seq in job.eval_seqs:
+            runner.reset()
+            y = np.stack([runner.step(x).copy() for x in np.asarray(seq, np.float32)])
+            yield y, run_reference(float_model, seq)
+
+    res = compare(pairs(), job.task.get("kind") == "classify")
+    return {k: res[k] for k in ("sequences", "max_abs_error", "relative_error", "agreement") if k in res}
 
 
 def reference(job):
@@ -228,7 +231,8 @@ def reference(job):
     int8-dynamic / int8-static: the exported graph itself, evaluated by onnx.reference (ONNX's Python
     implementation of the operator specs). It defines what the scheme computes (which tensors are quantised,
     with which scales and rounding), independently of ORT's fused integer kernels; parity against it catches
-    an ORT kernel that does not compute the graph, e.g. u8s8 saturation on x86 without VNNI (FACTS.md)."""
+    an ORT kernel that does not compute the graph, e.g. u8s8 saturation on x86 without VNNI (ARCHITECTURE.md,
+    "Known traps")."""
     if job.scheme in quantize.WEIGHT_ONLY:
         return None
     model, _ = graph(job)
@@ -321,3 +325,6 @@ def read_metadata(path) -> dict:
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     return {k: json.loads(v) for k, v in props.items() if k in EMBEDDED}
+
+
+FORMAT = ExportFormat("onnx", OnnxOptions, backends, write, reference, needs=("onnx", "onnxruntime"))

@@ -23,10 +23,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from rnnedge.export import quantize
+from rnnedge.export.onnx_export import FORMS  # the graph forms, defined with the ONNX export options
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; ORT >= 1.14 reads it
-FORMS = ("cell", "op")
 
 
 class GraphBuilder:

@@ -20,49 +20,50 @@ normalisation, quant, io) is embedded as the TFLite metadata entry `rnnedge_mani
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rnnedge.runtime.backends.litert import interpreter_module
-from rnnedge.runtime.bundle import atomic_write_bytes
-from rnnedge.runtime.errors import MissingDependency, require
+from rnnedge.runtime.errors import ExportError, MissingDependency, require
+from rnnedge.runtime.fileio import atomic_write_bytes
+from rnnedge.runtime.vocab import TFLITE_INTERPRETERS
 
 from . import quantize, tflite_graph, tflite_quant
+from .format import ExportFormat, option
+from .manifest import base_manifest
 
 FILE = "model.tflite"
 METADATA = "rnnedge_manifest"
-TARGETS = {"both": ["litert", "tflite-runtime"], "litert": ["litert"], "tflite-runtime": ["tflite-runtime"]}
+TARGETS = {"both": list(TFLITE_INTERPRETERS), **{name: [name] for name in TFLITE_INTERPRETERS}}
 EMBEDDED = ("model", "task", "normalization", "quant", "io")
 ACT_DESC = {"int8": "a8w8 (int8 activations)", "int16": "a16w8 (int16 activations and state)"}
 
 
-def _error(msg: str):
-    from .exporter import ExportError  # late: exporter imports format modules by name
+WEIGHTS = ("per-channel", "per-tensor")
 
-    return ExportError(msg)
+
+@dataclass(frozen=True)
+class TfliteOptions:
+    target: str = option("both", tuple(TARGETS), "the interpreter(s) the file must be correct on")
+    activations: str = option("int8", tuple(tflite_quant.ACTIVATIONS), "int8-static: a8w8 or a16w8")
+    weights: str | None = option(None, WEIGHTS, "weight scales (None: per-channel, see plan())")
 
 
 def plan(job) -> dict:
     """Target, weight granularity and activation type for this job; ExportError for what cannot work."""
-    opts = job.options
-    target = opts.get("tflite_target", "both")
-    if target not in TARGETS:
-        raise _error(f"unknown tflite target {target!r}: choose one of {', '.join(TARGETS)}")
-    act = opts.get("tflite_activations", "int8")
-    if act not in tflite_quant.ACTIVATIONS:
-        raise _error(f"tflite_activations must be one of {', '.join(tflite_quant.ACTIVATIONS)}, got {act!r}")
+    opts = job.format_options(FORMAT)
+    target, act = opts.target, opts.activations
     hybrid_rt = job.scheme == "int8-dynamic" and "tflite-runtime" in TARGETS[target]
-    weights = opts.get("tflite_weights", "per-tensor" if hybrid_rt else "per-channel")
-    if weights not in ("per-channel", "per-tensor"):
-        raise _error(f"tflite_weights must be 'per-channel' or 'per-tensor', got {weights!r}")
+    weights = opts.weights or ("per-tensor" if hybrid_rt else "per-channel")
     if hybrid_rt and weights == "per-channel":
-        raise _error(
+        raise ExportError(
             "int8-dynamic with per-channel weight scales cannot run on tflite-runtime 2.14: it has no "
             "FULLY_CONNECTED version 12 and older versions silently ignore the per-channel scales. Use "
             "--target litert, or per-tensor weights (the default for targets that include tflite-runtime)"
         )
     if job.scheme == "int8" and weights != "per-channel":
-        raise _error("int8 weight-only TFLite stores the bundle's per-row int8 weights: use per-channel")
+        raise ExportError("int8 weight-only TFLite stores the bundle's per-row int8 weights: use per-channel")
     return {"target": target, "weights": weights, "activations": act if job.scheme == "int8-static" else None}
 
 
@@ -83,13 +84,13 @@ def graph(job) -> tuple[tflite_graph.Graph, dict]:
             "'rnnedge[tflite]'",
         )
     except MissingDependency as e:
-        raise _error(f"cannot write TFLite: {e}") from e
+        raise ExportError(f"cannot write TFLite: {e}") from e
     for name in TARGETS[p["target"]]:  # fail before writing anything if a target cannot be verified
         try:
             interpreter_module(name)
         except MissingDependency as e:
             others = [t for t in TARGETS if t != p["target"] and name not in TARGETS[t]]
-            raise _error(
+            raise ExportError(
                 f"--target {p['target']} verifies the file on {name}, but {e}; or choose --target {others[0]}"
             ) from e
     cfg, scheme = job.cfg, job.scheme
@@ -114,7 +115,7 @@ def graph(job) -> tuple[tflite_graph.Graph, dict]:
         info["weights"] = f"int8 symmetric, {p['weights']}"
         if static:
             if not job.calib_seqs:
-                raise _error(
+                raise ExportError(
                     "int8-static needs calibration data: ExportJob.calib_seqs (training sequences) is empty"
                 )
             ev = tflite_quant.calibrate(g, job.calib_seqs)
@@ -149,8 +150,6 @@ def unfolded(job):
 
 
 def write(job, folder: Path) -> dict:
-    from .exporter import base_manifest
-
     g, info = graph(job)
     manifest = {k: v for k, v in base_manifest(job).items() if k in EMBEDDED}
     manifest["tflite"] = info
@@ -206,7 +205,7 @@ def layout_check(job, path: Path, g, model: dict) -> dict:
         try:
             runner = TfliteBackend(bundle, 1, name).runner()
         except RnnEdgeError as e:
-            raise _error(f"cannot check model.tflite on {name}: {e}") from e
+            raise ExportError(f"cannot check model.tflite on {name}: {e}") from e
         worst = {n: 0.0 for n in names}
         for t in range(len(x)):
             runner.set_state(states[t])
@@ -217,7 +216,7 @@ def layout_check(job, path: Path, g, model: dict) -> dict:
         bad = [n for n in names if not worst[n] <= tol[n]]
         if bad:
             n = bad[0]
-            raise _error(
+            raise ExportError(
                 f"model.tflite computes wrong answers on {name}: one step from the same state, {n} is off "
                 f"by {worst[n]:.3g} ({worst[n] / span[n]:.0%} of its range) from the numpy emulation of the "
                 f"file (tolerance {tol[n]:.3g}). The interpreter misreads this layout (e.g. tflite-runtime "
@@ -264,3 +263,13 @@ def read_manifest(path) -> dict:
         if m.Name().decode() == METADATA:
             return json.loads(model.Buffers(m.Buffer()).DataAsNumpy().tobytes())
     raise KeyError(f"{path} has no '{METADATA}' metadata")
+
+
+FORMAT = ExportFormat(
+    "tflite",
+    TfliteOptions,
+    backends,
+    write,
+    reference,
+    needs=("ai_edge_litert", "tflite_runtime"),  # the default target verifies on both interpreters
+)

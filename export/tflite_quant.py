@@ -4,7 +4,8 @@ fp16 / int8 weight-only   matrices stored float16 / int8 per output row, DEQUANT
                           (same rounding as export/quantize.py, so the torch reference is exact)
 int8-dynamic (hybrid)     FCs take int8 weights directly; TFLite quantises each input row per step
                           (asymmetric). Weight scale per tensor unless the target is LiteRT only:
-                          tflite-runtime 2.14 silently ignores per-channel scales here (FACTS.md)
+                          tflite-runtime 2.14 silently ignores per-channel scales here (ARCHITECTURE.md,
+                          "Known traps")
 int8-static               every activation int8 (a8w8) or int16 (a16w8), weights int8, biases int32/int64,
                           ranges = true min/max of the float graph streamed over training sequences
 """

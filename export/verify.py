@@ -9,13 +9,53 @@ Recorded in the manifest under parity[<backend>]. Tolerances (from the numerics 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 ATOL, RTOL = 1e-4, 1e-5
 MIN_AGREEMENT = 0.99
 MAX_REL_ERROR = 0.05  # activation-quantised regression: max abs error / output range
+
+
+def compare(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],  # (outputs (T, O), reference outputs (T, O)) per sequence
+    classify: bool,
+    targets: Sequence | None = None,  # class index per sequence (classify): accuracy of both sides
+) -> dict:
+    """The one evaluation of outputs against a reference, used by parity, the ONNX cost-of-quantisation
+    figures and the exporter's accuracy report. Returns sequences, steps, max_abs_error, relative_error (max
+    abs error / the range of the reference outputs), max_excess (over ATOL + RTOL * |ref|), and for
+    classification agreement (last-step decisions) and, with targets, accuracy and reference_accuracy."""
+    n = steps = agree = correct = ref_correct = 0
+    max_err = max_excess = 0.0
+    lo, hi = np.inf, -np.inf
+    for i, (out, ref) in enumerate(pairs):
+        out, ref = np.asarray(out), np.asarray(ref)
+        n, steps = n + 1, steps + len(ref)
+        if len(ref):
+            err = np.abs(out - ref)
+            max_err = max(max_err, float(err.max()))
+            max_excess = max(max_excess, float((err - (ATOL + RTOL * np.abs(ref))).max()))
+            lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+        if classify:
+            d, r = int(np.argmax(out[-1])), int(np.argmax(ref[-1]))
+            agree += d == r
+            if targets is not None:
+                correct += d == int(targets[i])
+                ref_correct += r == int(targets[i])
+    res = {
+        "sequences": n,
+        "steps": int(steps),
+        "max_abs_error": max_err,
+        "relative_error": max_err / max(hi - lo, 1e-6) if n else 0.0,
+        "max_excess": max_excess,
+    }
+    if classify and n:
+        res["agreement"] = agree / n
+        if targets is not None:
+            res["accuracy"], res["reference_accuracy"] = correct / n, ref_correct / n
+    return res
 
 
 def check_parity(
@@ -29,39 +69,22 @@ def check_parity(
 ) -> dict:
     """Returns {'ok', 'max_abs_error', 'agreement', 'accuracy', ...}; never raises on a mismatch."""
     stream = model.stream()
-    max_err = max_excess = 0.0
-    ref_lo, ref_hi = np.inf, -np.inf
-    agree = correct = 0
     stream_equal = True
-    for i, seq in enumerate(sequences):
-        ref = reference(seq)
-        out = stream.run(seq)  # resets first
-        if i < stream_checks:  # step-by-step must equal run() bit for bit
-            stream.reset()
-            stepped = np.stack([stream.step(x) for x in seq])
-            stream_equal &= bool(np.array_equal(stepped, out))
-        err = np.abs(out - ref)
-        max_err = max(max_err, float(err.max()))
-        max_excess = max(max_excess, float((err - (ATOL + RTOL * np.abs(ref))).max()))
-        ref_lo, ref_hi = min(ref_lo, float(ref.min())), max(ref_hi, float(ref.max()))
-        if task == "classify":
-            d = int(np.argmax(out[-1]))
-            agree += d == int(np.argmax(ref[-1]))
-            if targets is not None:
-                correct += d == int(targets[i])
-    n = len(sequences)
-    res = {
-        "sequences": n,
-        "steps": int(sum(len(s) for s in sequences)),
-        "max_abs_error": max_err,
-        "stream_equals_run": stream_equal,
-    }
-    if task == "classify":
-        res["agreement"] = agree / n
-        if targets is not None:
-            res["accuracy"] = correct / n
-    span = max(ref_hi - ref_lo, 1e-6)
-    res["relative_error"] = max_err / span  # max |y - ref| over the range of the reference outputs
+
+    def pairs():
+        nonlocal stream_equal
+        for i, seq in enumerate(sequences):
+            out = stream.run(seq)  # resets first
+            if i < stream_checks:  # step-by-step must equal run() bit for bit
+                stream.reset()
+                stepped = np.stack([stream.step(x) for x in seq])
+                stream_equal &= bool(np.array_equal(stepped, out))
+            yield out, reference(seq)
+
+    res = compare(pairs(), task == "classify", targets)
+    res.pop("reference_accuracy", None)
+    max_excess = res.pop("max_excess")
+    res["stream_equals_run"] = stream_equal
     if exact:
         res["tolerance"] = f"|y-ref| <= {ATOL:g} + {RTOL:g}*|ref|"
         res["ok"] = bool(max_excess <= 0.0 and stream_equal)

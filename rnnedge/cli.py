@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from rnnedge.runtime.backends import BACKENDS  # native = the compiled kernel, numpy = the numpy path
 from rnnedge.runtime.errors import RnnEdgeError
+from rnnedge.runtime.vocab import BACKENDS, CELLS, FORMATS, SCHEMES, TASKS
 
-SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
+
+def positive_int(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{s!r}: need a whole number >= 1")
+    return n
 
 
 def csv_list(choices):
@@ -34,6 +43,8 @@ def csv_list(choices):
 
 
 def add_train(sub):
+    from rnnedge.train.data import BUILTIN  # numpy only (sktime loads when a dataset does)
+
     p = sub.add_parser(
         "train",
         help="train a recurrent model on a bundled dataset or your .npz file",
@@ -43,19 +54,19 @@ def add_train(sub):
     p.add_argument(
         "--data",
         default="basic_motions",
-        help="basic_motions | japanese_vowels | airline | sine | path/to/file.npz (default: %(default)s)",
+        help=f"{' | '.join(BUILTIN)} | path/to/file.npz (default: %(default)s)",
     )
     p.add_argument(
         "--task",
-        choices=("classify", "regress", "forecast"),
+        choices=TASKS,
         help="override the task inferred from the data (forecast = next-step, enables generate)",
     )
-    p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"))
-    p.add_argument("--hidden", type=int, default=32, help="hidden size (default: %(default)s)")
+    p.add_argument("--cell", default="lstm", choices=CELLS, help="recurrent cell")
+    p.add_argument("--hidden", type=positive_int, default=32, help="hidden size (default: %(default)s)")
     p.add_argument("--layers", type=int, default=1, choices=(1, 2, 3), help="stacked layers (default: 1)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout between stacked layers")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="sequences per batch")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument(
         "--tbptt",
@@ -81,11 +92,15 @@ def add_train(sub):
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
     add_audio_train_args(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, split and batches")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (otherwise a bar on a terminal, one plain line per epoch in a log or pipe)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -114,8 +129,8 @@ def cmd_train(a) -> int:
         audio=audio_train_options(a),
     )
     out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
-    train(cfg, out, force=a.force, progress=not a.no_progress)
-    return 0
+    _, metrics = train(cfg, out, force=a.force, progress=not a.no_progress)
+    return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
 
 
 def add_audio_train_args(p) -> None:
@@ -148,6 +163,8 @@ def audio_train_options(a) -> dict | None:
 
 
 def add_export(sub):
+    from rnnedge.export.formats import option_choices  # numpy only: the format modules, not torch
+
     p = sub.add_parser(
         "export",
         help="quantise a trained run and export a verified bundle",
@@ -167,19 +184,19 @@ def add_export(sub):
     p.add_argument(
         "--format",
         "-f",
-        type=csv_list(("native", "onnx", "tflite")),
+        type=csv_list(FORMATS),
         default=["native"],
         help="native (always written), onnx, tflite; comma-separated (default: native)",
     )
     p.add_argument(
         "--target",
-        choices=("litert", "tflite-runtime", "both"),
+        choices=option_choices("tflite_target"),
         default="both",
         help="TFLite interpreter(s) the file must be correct on (default: both)",
     )
     p.add_argument(
         "--onnx-graph",
-        choices=("cell", "op"),
+        choices=option_choices("onnx_graph"),
         default="cell",
         help="ONNX graph form: decomposed cell (default; ORT quantises every cell, int8-static works) or "
         "the ONNX LSTM/GRU/RNN operator",
@@ -191,14 +208,14 @@ def add_export(sub):
     )
     p.add_argument(
         "--tflite-activations",
-        choices=("int8", "int16"),
+        choices=option_choices("tflite_activations"),
         default="int8",
         help="int8-static TFLite: int8 activations (a8w8, default) or int16 (a16w8: keeps a large LSTM cell "
         "state accurate, slower kernels)",
     )
     p.add_argument(
         "--tflite-weights",
-        choices=("per-channel", "per-tensor"),
+        choices=option_choices("tflite_weights"),
         help="TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
         "which silently ignores per-channel hybrid scales)",
     )
@@ -216,21 +233,22 @@ def add_export(sub):
 
 def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
+    from rnnedge.export.formats import check_options
 
+    options = {
+        "tflite_target": a.target,
+        "tflite_activations": a.tflite_activations,
+        "tflite_weights": a.tflite_weights,
+        "onnx_graph": a.onnx_graph,
+        "onnx_sequence": a.onnx_sequence,
+    }
+    check_options(options)  # before the checkpoint and the dataset are loaded
     for scheme in a.quant:
         if a.out is None:
             out = a.run / f"bundle-{scheme}"
         else:
             out = a.out / scheme if len(a.quant) > 1 else a.out
         print(f"exporting {a.run} as {scheme} -> {out}")
-        options = {
-            "tflite_target": a.target,
-            "tflite_activations": a.tflite_activations,
-            "onnx_graph": a.onnx_graph,
-            "onnx_sequence": a.onnx_sequence,
-        }
-        if a.tflite_weights:
-            options["tflite_weights"] = a.tflite_weights
         job = job_from_run(a.run, scheme, data=a.data, options=options)
         export(job, a.format, out, force=a.force)
     return 0
@@ -249,10 +267,10 @@ def add_run(sub):
         "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
         "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
     )
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
-    p.add_argument("--backend", "-b", default="native", choices=BACKENDS)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--backend", "-b", default="native", choices=BACKENDS, help="runtime backend")
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (ORT, TFLite)")
     p.add_argument(
         "--decision",
         action="store_true",
@@ -346,7 +364,9 @@ def open_binary(path: str) -> str:
 
 def cmd_run(a) -> int:
     from rnnedge.runtime import InputError, load
+    from rnnedge.runtime.backends.native import limit_blas_threads
 
+    limit_blas_threads(a.threads)  # this process only steps one model: the numpy path's matvecs on one core
     model = load(a.bundle, backend=a.backend, threads=a.threads)
     if a.pcm or a.input.lower().endswith(".wav"):
         return cmd_run_audio(a, model)
@@ -448,7 +468,7 @@ def add_info(sub):
         description="Show a bundle's model, task, "
         "quantisation, files, state names and the parity results recorded at export.",
     )
-    p.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_info)
 
@@ -484,7 +504,49 @@ def cmd_info(a) -> int:
 
 
 # ----------------------------------------------------------------------------
-# entry point
+# entry point: one error path and one set of exit codes for every command
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = """exit codes (every command):
+  0    done
+  1    error: bad input, a missing file or optional package, a failed check (export parity, bench --device
+       budget); one line `rnnedge: error: ...` on stderr (add --debug for the traceback), or an internal
+       error (a bug): its traceback
+  2    usage: unknown command, option or value (argparse's message)
+  130  interrupted (Ctrl-C); `train` keeps the best checkpoint so far"""
+
+EXAMPLES = {
+    "train": """  rnnedge train                                   # LSTM 1x32 on BasicMotions -> runs/...
+  rnnedge train --data japanese_vowels --cell gru --hidden 48 --out runs/jv
+  rnnedge train --data my.npz --task regress --layers 2 --tbptt 50
+  rnnedge train --data sine --epochs 30 2> train.log   # progress in a log: one plain line per epoch""",
+    "export": """  rnnedge export runs/bm                           # fp32, native only -> runs/bm/bundle-fp32
+  rnnedge export runs/bm --quant fp32,int8,int8-dynamic --out bundles/bm     # one bundle per scheme
+  rnnedge export runs/bm -q int8-static -f native,onnx,tflite --target litert
+  rnnedge export runs/bm -q int8-static -f tflite --tflite-activations int16""",
+    "run": """  rnnedge run bundle/ samples.csv                  # one output line per input line
+  sensor-reader | rnnedge run bundle/ - --decision   # stdin, the predicted label per sample
+  rnnedge run bundle/ test.npy --backend onnxruntime
+  rnnedge run bundle/ seed.csv --generate 100      # forecast models: 100 steps past the seed""",
+    "info": """  rnnedge info runs/bm/bundle-int8
+  rnnedge info runs/bm/bundle-int8 --json | jq .parity""",
+    "demo": """  rnnedge demo                                     # -> demo-out/ (about a minute)
+  rnnedge demo --force --epochs 30 --quant fp32,int8-dynamic""",
+}
+
+# the extra a command cannot start without (its heavy imports), checked before the command runs
+EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train"}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their line breaks (examples); every option with a default says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if not text or "default" in text or d is None or d is False or d == argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -494,9 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnedge",
         description="Train recurrent models, quantise and export them, and stream them one sample at a time "
         "on edge CPUs. Pipeline: train -> export -> run/bench. Start with `rnnedge demo`.",
+        epilog="examples:\n"
+        "  rnnedge demo                                  # the whole pipeline on BasicMotions (~1 min)\n"
+        "  rnnedge train --data basic_motions --out runs/bm\n"
+        "  rnnedge export runs/bm --quant fp32,int8 --format native,onnx\n"
+        "  rnnedge run runs/bm/bundle-int8 samples.csv --decision\n"
+        "  rnnedge COMMAND --help                        # each command's options, defaults and examples\n\n"
+        + EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"rnnedge {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     add_train(sub)
     add_export(sub)
@@ -507,24 +577,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     add_demo(sub)
+    for name, sp in sub.choices.items():  # --debug anywhere on the line; one help layout and exit codes
+        if name in EXAMPLES:
+            sp.epilog = "examples:\n" + EXAMPLES[name]
+        sp.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
+        )
+        sp.formatter_class = HelpFormatter
+        sp.epilog = ((sp.epilog or "") + "\n\n" + EXIT_CODES).strip("\n")
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
     if not getattr(a, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    debug = getattr(a, "debug", False)
     try:
+        check_extra(EXTRA_NEEDED.get(a.command))
         return a.func(a)
     except KeyboardInterrupt:
         print("rnnedge: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except (RnnEdgeError, ValueError, OSError) as e:
-        if a.debug:
-            raise
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (`rnnedge run ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet
+        return EXIT_OK
+    except Exception as e:
+        return report(e, debug, EXTRA_NEEDED.get(a.command))
+
+
+def report(e: Exception, debug: bool, extra: str | None) -> int:
+    """One line for what the user can fix; the traceback for what they cannot (a bug)."""
+    import traceback
+
+    missing = missing_module(e)
+    if isinstance(e, RnnEdgeError | OSError) or missing:
+        if debug:
+            traceback.print_exc()
+        if missing:
+            from rnnedge.runtime.vocab import EXTRA_OF, pip_extra
+
+            e = f"{missing} is not installed: run `{pip_extra(extra or EXTRA_OF[missing])}`"
         print(f"rnnedge: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    traceback.print_exc()
+    print(
+        f"rnnedge: internal error ({type(e).__name__}): this is a bug in rnnedge, not in your input. "
+        "Please report it with the traceback above.",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
+
+
+def missing_module(e: Exception) -> str | None:
+    """The optional package a ModuleNotFoundError is about (torch, onnx, ...), else None."""
+    from rnnedge.runtime.vocab import EXTRA_OF
+
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    return name if isinstance(e, ModuleNotFoundError) and name in EXTRA_OF else None
+
+
+def check_extra(extra: str | None) -> None:
+    """MissingDependency (one line naming the pip command) when the command's extra is not installed."""
+    if extra is None:
+        return
+    from rnnedge.runtime.errors import require
+    from rnnedge.runtime.vocab import pip_extra
+
+    require("torch", "PyTorch", pip_extra(extra).removeprefix("pip install "))

@@ -6,7 +6,6 @@ every installed backend -> print accuracy and per-step latency tables.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +14,9 @@ import numpy as np
 
 
 def add_demo(sub):
+    from rnnedge.cli import csv_list, positive_int
+    from rnnedge.runtime.vocab import SCHEMES
+
     p = sub.add_parser(
         "demo",
         help="train -> quantise -> export -> stream -> latency table on BasicMotions",
@@ -25,37 +27,41 @@ def add_demo(sub):
     p.add_argument(
         "--out", "-o", type=Path, default=Path("demo-out"), help="output folder (default: %(default)s)"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--quant", default="fp32,int8", help="schemes to export (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=2000, help="timed steps per backend (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace the folder an earlier `rnnedge demo` wrote")
+    p.add_argument("--hidden", type=positive_int, default=32, help="LSTM hidden size")
+    p.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
+    p.add_argument(
+        "--quant",
+        type=csv_list(SCHEMES),
+        default=["fp32", "int8"],
+        help=f"schemes to export, comma-separated: {', '.join(SCHEMES)} (default: fp32,int8)",
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=2000, help="timed steps per backend (default: %(default)s)"
+    )
     p.set_defaults(func=cmd_demo)
 
 
-def available_formats() -> list[str]:
-    """Export formats whose exporter and verifying interpreter are both installed."""
-    fmts = ["native"]
-    if _has("rnnedge.export.onnx_export") and _has("onnxruntime") and _has("onnx"):
-        fmts.append("onnx")
-    if _has("rnnedge.export.tflite_export") and _has("ai_edge_litert") and _has("tflite_runtime"):
-        fmts.append("tflite")
-    return fmts
+MARKER = ".rnnedge-demo"  # written first into every demo folder: --force replaces only folders carrying it
 
 
-def backends_for(fmts: list[str]) -> list[str]:
-    return (
-        ["native"]
-        + (["onnxruntime"] if "onnx" in fmts else [])
-        + (["litert", "tflite-runtime"] if "tflite" in fmts else [])
-    )
+def prepare_out(out: Path, force: bool) -> None:
+    """An empty demo folder at `out`. --force replaces an earlier demo's folder, never anything else."""
+    from rnnedge.runtime.errors import RnnEdgeError
+    from rnnedge.runtime.fileio import atomic_write_text
 
-
-def _has(mod: str) -> bool:
-    try:
-        return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError):
-        return False
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise RnnEdgeError(f"{out} exists: pass --force to replace it, or --out another folder")
+        empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+        if not empty and (out.is_symlink() or not (out / MARKER).is_file()):
+            raise RnnEdgeError(
+                f"{out} was not written by `rnnedge demo` (no {MARKER} in it): --force replaces only a "
+                "demo's own folder. Choose another --out, or remove it yourself"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    atomic_write_text(out / MARKER, "written by `rnnedge demo`; `rnnedge demo --force` may replace it\n")
 
 
 def cmd_demo(a) -> int:
@@ -64,18 +70,17 @@ def cmd_demo(a) -> int:
     from rnnedge.runtime.errors import RnnEdgeError
     from rnnedge.train.trainer import TrainConfig, train
 
-    if a.out.exists():
-        if not a.force:
-            raise RnnEdgeError(f"{a.out} exists: pass --force to replace it, or --out another folder")
-        shutil.rmtree(a.out)
+    prepare_out(a.out, a.force)
     t0 = time.time()
     print("== 1/4 train ==========================================================")
     run = a.out / "run"
     _, metrics = train(
         TrainConfig(data="basic_motions", cell="lstm", hidden_size=a.hidden, epochs=a.epochs), run
     )
-    fmts = available_formats()
-    schemes = [s.strip() for s in a.quant.split(",") if s.strip()]
+    from rnnedge.export import formats
+
+    fmts = formats.available()
+    schemes = a.quant
     print(f"\n== 2/4 quantise + export ({', '.join(schemes)} -> {', '.join(fmts)}) ===================")
     bundles = {}
     for scheme in schemes:
@@ -89,7 +94,7 @@ def cmd_demo(a) -> int:
 
     test = basic_motions().test
     seqs, targets = test.sequences(), test.y
-    backends = backends_for(fmts)
+    backends = [b for f in fmts for b in formats.FORMATS[f].runs_on if b != "numpy"]
     print(f"  {'bundle':14s} {'backend':15s} {'test accuracy':>14s}")
     for scheme, path in bundles.items():
         for backend in backends:

@@ -14,19 +14,20 @@ import math
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BundleError
+from .fileio import atomic_write_bytes, atomic_write_text, current_umask  # noqa: F401 (re-exported)
+from .quant import dequantize
+from .vocab import CELLS, FORMATS, SCHEMES  # noqa: F401 (the manifest schema's enums)
 
 FORMAT = "rnnedge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 
 # ----------------------------------------------------------------------------
@@ -70,8 +71,6 @@ def io_spec(cell: str, input_size: int, hidden_size: int, num_layers: int, outpu
 # ----------------------------------------------------------------------------
 # limits and the manifest schema
 
-SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
-FORMATS = ("native", "onnx", "tflite")
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 # a plain file name inside the bundle folder: no separators, no leading dot (so neither '..' nor hidden files)
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -645,20 +644,6 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dequantize(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """int8 `w` + `w.scale` (rows,) -> float32 w * scale[:, None]; float16 -> float32."""
-    out = {}
-    for name, t in tensors.items():
-        if name.endswith(".scale"):
-            continue
-        if t.dtype == np.int8:
-            scale = tensors[name + ".scale"].astype(np.float32)
-            out[name] = t.astype(np.float32) * scale.reshape((-1,) + (1,) * (t.ndim - 1))
-        else:
-            out[name] = t.astype(np.float32)
-    return out
-
-
 # ----------------------------------------------------------------------------
 # writing (atomic: a bundle appears complete or not at all)
 
@@ -671,39 +656,3 @@ def write_manifest(folder: Path, manifest: dict) -> None:
             files[f.name] = {"sha256": sha256(f), "bytes": f.stat().st_size}
     manifest = {**manifest, "format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that it appears complete or not at all, with the mode a plain open() would give it
-    (0666 & ~umask, typically 0644: mkstemp's 0600 would hide a bundle from a service account)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (Linux: /proc/self/status); elsewhere set-and-restore."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

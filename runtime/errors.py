@@ -1,4 +1,6 @@
-"""Errors the runtime raises. Every message says what was expected and, where it can, what to do."""
+"""Every error rnnedge raises on purpose, in one module with no imports, so that any layer (train/, export/,
+devices/, the CLI) can raise or catch them without loading the bundle reader. Each message says what was
+expected and, where it can, what to do. The CLI prints an RnnEdgeError as one line and exits 1."""
 
 
 class RnnEdgeError(Exception):
@@ -11,6 +13,22 @@ class BundleError(RnnEdgeError):
 
 class InputError(RnnEdgeError, ValueError):
     """A sample or sequence has the wrong shape, dtype, or non-finite values. State is left unchanged."""
+
+
+class ExportError(RnnEdgeError):
+    """An export cannot be written or failed its parity check (nothing is installed)."""
+
+
+class TrainError(RnnEdgeError):
+    """Training cannot start or produced nothing to save."""
+
+
+class DataError(RnnEdgeError):
+    """A dataset name or .npz file is unknown, malformed or does not fit the task."""
+
+
+class CheckpointError(RnnEdgeError):
+    """A run folder is not a readable training checkpoint."""
 
 
 class MissingDependency(RnnEdgeError, ImportError):

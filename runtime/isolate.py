@@ -1,6 +1,7 @@
 """Open an untrusted bundle on a crash-prone interpreter without risking the application.
 
-tflite-runtime 2.14 segfaults on some malformed files (FACTS.md); a segfault cannot be caught in-process.
+tflite-runtime 2.14 segfaults on some malformed files (ARCHITECTURE.md, "Known traps"); a segfault cannot be
+caught in-process.
 `check_tflite` rejects what a flatbuffer verifier can see; for the rest, open the bundle first in a child
 process:
 

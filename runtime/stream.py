@@ -31,7 +31,8 @@ def load(
 ) -> Model:
     """Open a bundle folder on a backend.
 
-    threads: intra-op threads of ORT/TFLite; for native, a cap on numpy's BLAS pool (None leaves it alone).
+    threads: intra-op threads of ORT/TFLite (native: one thread). Loading changes nothing process-wide:
+    to cap numpy's BLAS pool for the numpy path, call runtime.backends.native.limit_blas_threads(1).
     """
     bundle = load_bundle(path, verify=verify)
     return Model(bundle, open_backend(backend, bundle, threads), backend)

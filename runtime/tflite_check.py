@@ -1,8 +1,8 @@
 """A structural check of .tflite files before any interpreter sees them (pure Python, no flatbuffers package).
 
 tflite-runtime 2.14 trusts the flatbuffer it is given: a mutated file makes it read out of bounds and die
-with SIGSEGV (FACTS.md: 88 of 150 mutations). `check_tflite(data)` does what the flatbuffers verifier does
-for the TFLite schema, over the bytes:
+with SIGSEGV (88 of 150 mutations: ARCHITECTURE.md, "Known traps"). `check_tflite(data)` does what the
+flatbuffers verifier does for the TFLite schema, over the bytes:
 
 - the root table, every table's vtable, every vector, string and union table lie inside the file, aligned,
   with bounded depth and a bounded number of tables;

@@ -332,7 +332,7 @@ def test_tampered_or_foreign_onnx_is_refused(small_onnx_bundle, tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# int8 on a CPU without VNNI (emulated): the reduce_range trap of FACTS.md
+# int8 on a CPU without VNNI (emulated): the reduce_range trap (ARCHITECTURE.md, "Known traps")
 
 
 QEMU = shutil.which("qemu-x86_64")

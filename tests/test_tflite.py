@@ -14,6 +14,7 @@ from rnnedge.export import tflite_export, tflite_graph
 from rnnedge.export.exporter import ExportError, ExportJob, export
 from rnnedge.export.reference import reference_model, run_reference
 from rnnedge.runtime.errors import MissingDependency
+from rnnedge.runtime.vocab import SCHEMES
 
 from .conftest import CELLS, random_model, random_seqs
 
@@ -21,7 +22,6 @@ pytest.importorskip("ai_edge_litert.interpreter")
 pytest.importorskip("tflite_runtime.interpreter")
 
 INTERPRETERS = ("litert", "tflite-runtime")
-SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
 H = 12
 
 
@@ -221,7 +221,7 @@ def test_numpy_graph_matches_torch_for_every_cell():
 
 
 def test_option_errors_are_clear(tmp_path):
-    with pytest.raises(ExportError, match="unknown tflite target 'pi'"):
+    with pytest.raises(ExportError, match="tflite_target must be one of both, litert, tflite-runtime"):
         tflite_export.backends(make_job(options={"tflite_target": "pi"}))
     with pytest.raises(ExportError, match="tflite_activations must be one of int8, int16"):
         tflite_export.plan(make_job(scheme="int8-static", options={"tflite_activations": "int4"}))

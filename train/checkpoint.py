@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rnnedge.runtime.bundle import atomic_write_bytes, atomic_write_text
-from rnnedge.runtime.errors import RnnEdgeError
+from rnnedge.runtime.errors import CheckpointError
+from rnnedge.runtime.fileio import atomic_write_bytes, atomic_write_text
 from safetensors.torch import load_file, save
 
 from .model import ModelConfig, RecurrentModel
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-class CheckpointError(RnnEdgeError):
-    pass
 
 
 def save_checkpoint(run_dir: Path, model: RecurrentModel, meta: dict) -> None:

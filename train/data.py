@@ -23,13 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rnnedge.runtime.errors import MissingDependency, RnnEdgeError
-
-TASKS = ("classify", "regress", "forecast")
-
-
-class DataError(RnnEdgeError):
-    pass
+from rnnedge.runtime.errors import DataError, MissingDependency
+from rnnedge.runtime.vocab import TASKS
 
 
 @dataclass

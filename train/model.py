@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from rnnedge.runtime.vocab import CELLS
 from torch import nn
-
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 
 @dataclass

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rnnedge.runtime.bundle import atomic_write_text
-from rnnedge.runtime.errors import RnnEdgeError
+from rnnedge.runtime.errors import TrainError
+from rnnedge.runtime.fileio import atomic_write_text
 from torch import nn
 
+from rnnedge.progress import Progress
+
 from .checkpoint import CONFIG, save_checkpoint
-from .data import Dataset, Split, load_dataset
+from .data import BUILTIN, Dataset, Split, load_dataset
 from .model import ModelConfig, RecurrentModel
 
 
@@ -50,10 +52,6 @@ class TrainConfig:
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
     audio: dict | None = None  # a WAV-folder dataset: AudioConfig fields (train/audio.py); None = defaults
-
-
-class TrainError(RnnEdgeError):
-    pass
 
 
 # ----------------------------------------------------------------------------
@@ -227,7 +225,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         f"{len(fit)} train / {len(val)} val / {len(ds.test)} test sequences"
     )
     history, best, best_epoch, t0 = [], math.inf, -1, time.time()
-    bar = _progress(cfg.epochs, progress)
+    bar = Progress(cfg.epochs, "epochs", unit="ep", enabled=progress)
     interrupted = False
     try:
         for epoch in range(cfg.epochs):
@@ -248,8 +246,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
                 save_checkpoint(out, model, meta)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", val=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
+            bar.update(1, loss=f"{loss:.3f}", val_loss=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
             if epoch + 1 - best_epoch >= cfg.patience:
                 break
     except KeyboardInterrupt:
@@ -258,6 +255,8 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
     finally:
         bar.close()
     if best_epoch < 0:
+        if interrupted:
+            raise KeyboardInterrupt  # nothing to keep: the caller sees the interrupt (CLI exit 130)
         raise TrainError("training stopped before the first epoch finished; nothing was saved")
     from .checkpoint import load_checkpoint
 
@@ -278,7 +277,12 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
         "history": history,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, metric, out / "curves.png", log)
+    score = f"{test[metric]:.1%}" if metric == "accuracy" else f"{test[metric]:.4g}"
+    title = (
+        f"{out.name}: {cfg.cell} {cfg.num_layers}x{cfg.hidden_size} on {ds.name} ({task}), "
+        f"best epoch {best_epoch} of {len(history)}, test {metric} {score}"
+    )
+    plot_curves(history, metric, out / "curves.png", title, best_epoch, len(val) > 0, log)
     log(f"best epoch {best_epoch}, test {metric} {test[metric]:.4f} ({metrics['seconds']:.1f} s) -> {out}")
     return model, metrics
 
@@ -297,11 +301,7 @@ def audio_decisions(model, ds: Dataset) -> dict:
 
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
-    data = (
-        cfg.data
-        if cfg.data in ("basic_motions", "japanese_vowels", "airline", "sine")
-        else str(Path(cfg.data).resolve())
-    )
+    data = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
     extra = {"frontend": ds.frontend, "audio": ds.audio} if ds.frontend is not None else {}
     return {
         **extra,
@@ -320,48 +320,13 @@ def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
     }
 
 
-def plot_curves(history: list[dict], metric: str, path: Path, log=print) -> None:
+def plot_curves(history: list[dict], metric: str, path: Path, title: str, best_epoch: int, validation: bool,
+                log=print) -> None:  # fmt: skip
+    from rnnedge.runtime.errors import MissingDependency
+
+    from rnnedge.plotting import training_curves
+
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib not installed: no curves.png (pip install 'rnnedge[plot]')")
-        return
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
-    ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
-    ax[0].set(title="loss", xlabel="epoch", yscale="log")
-    ax[0].legend()
-    ax[1].plot(ep, [h[f"val_{metric}"] for h in history], color="C2")
-    ax[1].set(title=f"validation {metric}", xlabel="epoch")
-    ax[2].plot(ep, [h["grad_norm"] for h in history], color="C3")
-    ax[2].set(title="gradient norm (before clipping)", xlabel="epoch", yscale="log")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="epochs", unit="ep", leave=False)
+        training_curves(history, metric, path, title, best_epoch, validation)
+    except MissingDependency as e:
+        log(f"no {path.name}: {e}")

@@ -17,7 +17,7 @@ ARM_CACHE="${ARM_CACHE:-$REPO/.arm}"
 PYTHON="${PYTHON:-python3}"
 SUITE=bookworm
 MIRROR="${DEBIAN_MIRROR:-}"
-# Same versions as the x86 venv (../shared/FACTS.md): parity compares ARM against x86 outputs of these.
+# Same versions as the x86 venv (ARCHITECTURE.md, "Known traps"): parity compares ARM against x86 outputs of these.
 PINS="numpy==1.26.4 safetensors==0.8.0 onnxruntime==1.32.0 ai-edge-litert==2.3.0 tflite-runtime==2.14.0
 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4 pygments==2.21.0"
 APT_DEPS="qemu-user debootstrap gcc"

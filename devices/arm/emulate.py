@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnnedge.runtime.fileio import atomic_write_text
+from rnnedge.runtime.vocab import BACKENDS, DEFAULT_QEMU_CPU, QEMU_CPU
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-# "numpy" is the native format on the numpy path: what "native" was before the compiled kernel
-BACKENDS = ("native", "numpy", "onnxruntime", "litert", "tflite-runtime")
 
 # /proc/cpuinfo as Raspberry Pi kernels print it (Pi 3 / Zero 2 W: A53 r0p4, Pi 4: A72 r0p3, Pi 5: A76 r4p1)
 CPUS = {
@@ -54,7 +55,6 @@ CPUS = {
         "dcpop asimddp",
     },
 }
-DEVICE_CPU = {"pi-zero-2w": "cortex-a53", "pi3": "cortex-a53", "pi4": "cortex-a72", "pi5": "cortex-a76"}
 
 
 class EmulationError(RuntimeError):
@@ -125,16 +125,14 @@ def _link(link: Path, target: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if not (path.is_file() and path.read_text() == text):  # unchanged: keep the file (and its mtime)
+        atomic_write_text(path, text)
 
 
 def source_tree(cache: Path) -> Path:
-    """cache/src/rnnedge: the package as the repo's package-dir mapping lays it out, made of symlinks."""
-    import tomllib
+    """cache/src/rnnedge: the package as the repo's package-dir mapping lays it out (rnnedge.X = the folder
+    X/ next to rnnedge/, see rnnedge.SUBPACKAGES), made of symlinks."""
+    from rnnedge import SUBPACKAGES
 
     src = cache / "src"
     pkg = src / "rnnedge"
@@ -145,12 +143,8 @@ def source_tree(cache: Path) -> Path:
         src.mkdir(parents=True, exist_ok=True)
         _link(pkg, Path(rnnedge.__file__).parent)
         return src
-    mapping = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"]
-    want = {e.name: e for e in (REPO / mapping["rnnedge"]).iterdir() if e.name != "__pycache__"}
-    for name, folder in mapping.items():
-        parts = name.split(".")
-        if len(parts) == 2:  # rnnedge.X -> folder; deeper ones live inside their parent's folder
-            want[parts[1]] = REPO / folder
+    want = {e.name: e for e in (REPO / "rnnedge").iterdir() if e.name != "__pycache__"}
+    want.update({name: REPO / name for name in SUBPACKAGES})  # deeper packages live inside their parent
     pkg.mkdir(parents=True, exist_ok=True)
     for name, target in want.items():
         _link(pkg / name, target)
@@ -277,7 +271,7 @@ def count_many(
     ]
     with tempfile.TemporaryDirectory(prefix="rnnedge-arm-") as tmp:
         spec, counts_file = Path(tmp) / "jobs.json", Path(tmp) / "counts.txt"
-        spec.write_text(json.dumps(guest_jobs))
+        atomic_write_text(spec, json.dumps(guest_jobs))
         cmd = guest_command(cache, cpu, [str(HERE / "guest_count.py"), str(spec)], plugin_out=counts_file)
         t0 = time.perf_counter()
         res = subprocess.run(cmd, env=guest_env(cache), cwd=REPO, capture_output=True, text=True)
@@ -331,7 +325,7 @@ def count_instructions(bundle_path, backend: str, cpu: str = "cortex-a72", steps
     "windows": [(steps, instructions)], ...}, or {"status", "error"} when the backend is missing or fails.
     `cpu` may be a device name too (pi4 -> cortex-a72, pi5 -> cortex-a76). Builds the sysroot on first use.
     """
-    cpu = DEVICE_CPU.get(cpu, cpu) or "cortex-a72"
+    cpu = QEMU_CPU.get(cpu, cpu) or DEFAULT_QEMU_CPU
     return count_many([(str(bundle_path), backend)], cpu, steps)[0]
 
 
@@ -472,7 +466,7 @@ def main(argv=None) -> int:
                     f"  {Path(r['bundle']).name} {r['backend']} {r['cpu']}: {r['status']}: {r.get('error')}"
                 )
         if a.json:
-            a.json.write_text(json.dumps(rows, indent=1) + "\n")
+            atomic_write_text(a.json, json.dumps(rows, indent=1) + "\n")
         return 1 if any(r["status"] == "error" for r in rows) else 0
     except EmulationError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import shutil
 import sys
@@ -26,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from rnnedge.runtime.fileio import atomic_write_text
 
 PARITY_MODELS = [("lstm", 2), ("gru", 1), ("rnn_tanh", 1), ("rnn_relu", 1)]  # (cell, layers)
 PARITY_SCHEMES = ("fp32", "int8", "int8-dynamic", "int8-static")
@@ -37,10 +37,10 @@ SEQS, T = 3, 60
 
 
 def available_formats() -> list[str]:
-    """native plus every optional format whose exporter module exists in this checkout."""
-    from rnnedge.export.exporter import FORMATS
+    """native plus every optional format whose writer and verifying interpreters are installed."""
+    from rnnedge.export import formats
 
-    return ["native"] + [f for f in ("onnx", "tflite") if importlib.util.find_spec(FORMATS[f]) is not None]
+    return formats.available()
 
 
 def make_job(cell: str, layers: int, sizes: tuple[int, int, int], scheme: str, seed: int):
@@ -103,16 +103,17 @@ def recorded_backends(manifest: dict) -> list[str]:
 
 def record_outputs(job, bundle: Path, seqs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """x, and per verified backend the x86 outputs y_<b> and its export reference ref_<b>."""
-    from rnnedge.export.exporter import default_reference, format_module
+    from rnnedge.export import formats
+    from rnnedge.export.exporter import default_reference
     from rnnedge.runtime import load
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     arrays = {"x": np.stack(seqs)}
     record = recorded_backends(manifest)
     for fmt in manifest["artifacts"]:
-        mod = format_module(fmt)
-        ref = mod.reference(job) or default_reference(job)
-        for backend in mod.backends(job) + (["numpy"] if fmt == "native" else []):
+        f = formats.get(fmt)
+        ref = f.reference(job) or default_reference(job)
+        for backend in f.verified_on(job) + (["numpy"] if fmt == "native" else []):
             if backend not in record:
                 continue
             stream = load(bundle, backend=backend).stream()
@@ -183,7 +184,7 @@ def prepare(out: Path, sets: list[str], force: bool = False, log=print) -> dict:
             f"  {group}/{name}: {', '.join(info['backends'])}"
             + (f" (failed: {', '.join(failed)})" if failed else "")
         )
-    stamp.write_text(json.dumps(index, indent=1) + "\n")  # written last: a half-made folder is redone
+    atomic_write_text(stamp, json.dumps(index, indent=1) + "\n")  # written last: a half-made folder is redone
     return index
 
 

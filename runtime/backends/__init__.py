@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from ..bundle import Bundle
 from ..errors import RnnEdgeError
-
-BACKENDS = ("native", "numpy", "onnxruntime", "litert", "tflite-runtime")
-# native: the compiled kernel (numpy if it was not built); numpy: the numpy path, forced
+from ..vocab import BACKENDS  # noqa: F401 (re-exported: the backend names, defined in vocab)
 
 
 def open_backend(name: str, bundle: Bundle, threads: int | None = 1):

@@ -9,11 +9,15 @@ Each runner owns one interpreter, allocated once. The state lives in the interpr
 invoke() each h_out is copied into its h_in, so get_state/set_state/reset only touch the inputs. Per step:
 set x, invoke, copy the state, read y. set_tensor/get_tensor by index measured fastest (LSTM H=128, per step,
 litert / tflite-runtime): 5.6 / 6.5 us, against 6.2 / 7.6 us for numpy views re-made with
-interpreter.tensor(i)() each step (views must not be held across invoke() in LiteRT: FACTS.md) and
-8.5 / 9.9 us for the signature runner, which builds dicts of new arrays.
+interpreter.tensor(i)() each step (views must not be held across invoke() in LiteRT: ARCHITECTURE.md, "Known
+traps") and 8.5 / 9.9 us for the signature runner, which builds dicts of new arrays.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+import tempfile
 
 import numpy as np
 
@@ -46,6 +50,32 @@ def interpreter_module(name: str):
     return require(module, what, pip)
 
 
+# both interpreters print this from C++ (on fd 2) when they make an interpreter: noise in every export log
+BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+def without_banner(make):
+    """make() with the XNNPACK INFO line kept off stderr; anything else written to fd 2 meanwhile is passed
+    on unchanged once make() returns."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # stderr is not a file (an IDE, a test capture)
+        return make()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), fd)
+        try:
+            return make()
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            held.seek(0)
+            rest = held.read().replace(BANNER, b"")
+            if rest:
+                os.write(fd, rest)
+
+
 def expected_signature(bundle: Bundle) -> dict:
     """The serving_default tensors the manifest implies: x, h_in_k, c_in_k, ... -> y, h_out_k, ..."""
     return {
@@ -70,10 +100,14 @@ class TfliteBackend:
 
     def interpreter(self):
         try:
-            it = self.module.Interpreter(model_content=self.content, num_threads=self.threads)
-            it.allocate_tensors()
+            it = without_banner(self._make)
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{self.name} cannot load the bundle's model.tflite: {e}") from e
+        return it
+
+    def _make(self):
+        it = self.module.Interpreter(model_content=self.content, num_threads=self.threads)
+        it.allocate_tensors()
         return it
 
     def runner(self) -> TfliteRunner:

@@ -14,8 +14,10 @@ import warnings
 
 import numpy as np
 
-from ..bundle import Bundle, dequantize
+from ..bundle import Bundle
 from ..cells import LayerState, Q8Model, fuse_head, fuse_layer
+from ..quant import dequantize
+from ..vocab import ACTIVATION_QUANTISED
 
 try:
     from .. import _kernel
@@ -41,7 +43,6 @@ def _configure_kernel() -> None:
 if _kernel is not None:
     _configure_kernel()
 
-ACTIVATION_QUANTISED = ("int8-dynamic", "int8-static")
 _warned = []
 
 
@@ -77,7 +78,6 @@ def _activation_scales(bundle: Bundle) -> dict | None:
 
 class CompiledBackend:
     name = "native"
-    CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 
     def __init__(self, bundle: Bundle):
         raw = bundle.raw_weights()
@@ -103,7 +103,7 @@ class CompiledBackend:
             mats.append(mat(f"rnn.weight_ih_l{k}", act[k]))
             mats.append(mat(f"rnn.weight_hh_l{k}", act[k + 1]))
         mats.append(mat("head.weight", act[L]))
-        cell = getattr(_kernel, self.CELLS[bundle.cell])
+        cell = getattr(_kernel, bundle.cell.upper())  # _kernel.LSTM, GRU, RNN_TANH, RNN_RELU
         self.kernel = _kernel.Model(
             cell, code, bundle.input_size, bundle.hidden_size, L, bundle.output_size, mats
         )
@@ -155,8 +155,8 @@ class NumpyBackend:
     name = "numpy"
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
-        if threads is not None:
-            limit_blas_threads(threads)
+        # threads: not used. numpy's BLAS pool is the process's: a library call does not change it; an
+        # application that steps the numpy path opts in with limit_blas_threads(1) (rnnedge run/bench do)
         self.cell = bundle.cell
         self.states = bundle.states
         self.quant = bundle.quant
@@ -183,14 +183,19 @@ class NumpyBackend:
         return Q8Runner(self) if self.quant in ACTIVATION_QUANTISED else NumpyRunner(self)
 
 
-def limit_blas_threads(threads: int) -> None:
-    """Cap numpy's BLAS pool (process-wide). A matrix-vector product split over 2 OpenBLAS threads on a
-    busy 2-core box waits for the helper thread: p99 2.6 ms vs 7.6 us with 1 thread (measured here)."""
+def limit_blas_threads(threads: int = 1):
+    """Opt-in: cap numpy's BLAS pool (process-wide) for the numpy path's matrix-vector products. A product
+    split over 2 OpenBLAS threads on a busy 2-core box waits for the helper thread: p99 2.6 ms vs 7.6 us with
+    1 thread (measured here). Returns a context manager that restores the previous limits on exit (or at
+    .restore_original_limits()); a no-op where threadpoolctl is not installed (then set
+    OPENBLAS_NUM_THREADS before starting Python)."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it, set OPENBLAS_NUM_THREADS before starting Python
-        return
-    threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 class NumpyRunner:

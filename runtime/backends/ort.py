@@ -1,8 +1,9 @@
 """ONNX Runtime backend: streams the bundle's single-step model.onnx, state as explicit inputs/outputs.
 
-The per-step loop is as cheap as ORT's Python API allows (see FACTS.md): every buffer is allocated once and
-bound by IO binding, and each runner owns two pre-built bindings that read the state from one set of
-buffers and write it into the other, swapping every step, so a step is one copy of x and one run call:
+The per-step loop is as cheap as ORT's Python API allows (ARCHITECTURE.md, "Known traps"): every buffer is
+allocated once and bound by IO binding, and each runner owns two pre-built bindings that read the state from
+one set of buffers and write it into the other, swapping every step, so a step is one copy of x and one run
+call:
 
     step t even:  x, S0 -> y, S1        step t odd:  x, S1 -> y, S0
 
