@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnedge.runtime.fileio import atomic_write_text
 from rnnedge.runtime.frontend import read_wav, write_wav
 
 KEYWORDS = ("yes", "no", "stop", "go")
@@ -128,7 +129,8 @@ def make_recording(path: Path, minutes: float, seed: int = 1, log=print) -> list
             truth.append((round(t, 3), round(t + len(w) / RATE, 3), str(word)))
         t += len(w) / RATE
     write_wav(path, RATE, x)
-    path.with_suffix(".json").write_text(json.dumps({"keywords": truth, "seconds": n / RATE}, indent=1))
+    meta = {"keywords": truth, "seconds": n / RATE}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     log(f"  {path}: {n / RATE / 60:.1f} min, {len(truth)} keywords")
     return truth
 
@@ -157,14 +159,11 @@ def evaluate(bundle: Path, backend: str, wav: Path) -> tuple[dict, list, np.ndar
 
 
 def plot(path: Path, post: np.ndarray, labels, events, truth, step: float, seconds: float = 60.0):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rnnedge.plotting import figure, save_png
 
     n = min(len(post), int(seconds / step))
     t = np.arange(n) * step
-    fig, ax = plt.subplots(figsize=(14, 4.5))
+    fig, (ax,) = figure(1, 1, (14, 4.5), dpi=90)
     for k, lab in enumerate(labels):
         if lab != "background":
             ax.plot(t, post[:n, k], label=lab, lw=1.2)
@@ -184,8 +183,7 @@ def plot(path: Path, post: np.ndarray, labels, events, truth, step: float, secon
     )
     ax.legend(loc="upper right", ncol=len(labels), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:
@@ -243,7 +241,7 @@ def main(argv=None) -> int:
                 m = rt.load(bundles / s)
                 truth = [tuple(k) for k in json.loads(wav.with_suffix(".json").read_text())["keywords"]]
                 plot(out / "posteriors.png", post, m.labels, events, truth, m.frontend.step_seconds)
-    (out / "detections.json").write_text(json.dumps(table, indent=1))
+    atomic_write_text(out / "detections.json", json.dumps(table, indent=1))
     print(f"\n{'scheme':14s} {'backend':15s} detected   rate   false alarms/h")
     for r in table:
         print(

@@ -300,15 +300,20 @@ def read_wav(path) -> tuple[int, np.ndarray]:
 
 
 def write_wav(path, rate: int, x: np.ndarray) -> None:
-    """Mono float [-1, 1] -> 16-bit PCM WAV (clipped)."""
+    """Mono float [-1, 1] -> 16-bit PCM WAV (clipped), written atomically."""
+    import io
     import wave
 
+    from .fileio import atomic_write_bytes
+
     pcm = (np.clip(np.asarray(x, np.float64), -1, 32767 / 32768) * 32768).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(int(rate))
         w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------
