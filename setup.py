@@ -3,7 +3,7 @@ still installs rnnedge and runs the numpy path. Everything else about the packag
 
 from setuptools import Extension, setup
 
-SOURCES = ["model.c", "f32.c", "q8.c", "act.c", "frontend.c", "pymod.c"]
+SOURCES = ["model.c", "f32.c", "w8.c", "q8.c", "act.c", "frontend.c", "pymod.c"]
 
 setup(
     ext_modules=[

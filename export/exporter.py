@@ -48,6 +48,11 @@ class ExportJob:
 
     def __post_init__(self):
         quantize.check_scheme(self.scheme)
+        sd = self.model.state_dict()
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:  # a diverged training run: nothing finite to export
+            names = ", ".join(bad[:4])
+            raise ExportError(f"the model has non-finite (NaN/Inf) values in {names}: retrain it")
         registry.check_options(self.options)
         self.folded = fold_normalization(self.model)
 
@@ -117,7 +122,7 @@ def export(
         for fmt in fmts:
             ref = fmt.reference(job) or default_reference(job)
             for backend in fmt.verified_on(job):
-                res = verify_backend(tmp, backend, ref, job)
+                res = verify_backend(tmp, backend, ref, job, relative_bound(fmt, job, backend))
                 manifest["parity"][backend] = res
                 log(f"  parity {backend:15s} {summarize(res)}")
                 if not res["ok"]:
@@ -131,22 +136,38 @@ def export(
         rejected = out.parent / f"{out.name}.rejected"
         shutil.rmtree(rejected, ignore_errors=True)
         os.replace(tmp, rejected)
+        hints = [h for h in (failure_hint(fmts, job, b, manifest["parity"][b]) for b in failed) if h]
         raise ExportError(
             f"parity check failed on {', '.join(failed)}: "
             + "; ".join(f"{b}: {summarize(manifest['parity'][b])}" for b in failed)
+            + "".join(f". {h}" for h in hints)
             + f". Nothing installed at {out}; the rejected bundle is at {rejected}"
         )
     install(tmp, out)
     return out
 
 
-def verify_backend(folder: Path, backend: str, reference, job: ExportJob) -> dict:
+def verify_backend(folder: Path, backend: str, reference, job: ExportJob, bound: float | None = None) -> dict:
     try:
         model = load_runtime(folder, backend=backend)
     except MissingDependency as e:
         raise ExportError(f"cannot verify the export on {backend}: {e}") from e
     exact = job.scheme in quantize.WEIGHT_ONLY
-    return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets)
+    kw = {} if bound is None else {"max_rel_error": bound}
+    return check_parity(model, reference, job.eval_seqs, job.task["kind"], exact, job.eval_targets, **kw)
+
+
+def relative_bound(fmt, job: ExportJob, backend: str) -> float | None:
+    """A format's own error bound for an interpreter (relative to the output range); None = the default."""
+    return fmt.relative_bound(job, backend) if fmt.relative_bound else None
+
+
+def failure_hint(fmts: list, job: ExportJob, backend: str, res: dict) -> str | None:
+    """What to do about a failed backend, if its format knows (e.g. tflite-runtime's int8-static rounding)."""
+    for fmt in fmts:
+        if fmt.failure_hint and backend in fmt.verified_on(job):
+            return fmt.failure_hint(job, backend, res)
+    return None
 
 
 def warn_accuracy_drop(backend: str, res: dict, evaluation: dict, log, points: float = 0.02) -> None:

@@ -48,6 +48,10 @@ class ExportFormat:
     write: Callable[[Any, Path], dict]
     reference: Callable[[Any], Reference | None]
     needs: tuple[str, ...] = ()
+    # optional: (job, backend) -> a tighter/looser parity bound relative to the output range (None = verify's
+    # default), and (job, backend, parity) -> what to do when that backend failed (None = nothing to add)
+    relative_bound: Callable[[Any, str], float | None] | None = None
+    failure_hint: Callable[[Any, str, dict], str | None] | None = None
 
     @property
     def runs_on(self) -> tuple[str, ...]:

@@ -50,8 +50,15 @@ FORMS = ("cell", "op")
 
 @dataclass(frozen=True)
 class OnnxOptions:
-    graph: str = option("cell", FORMS, "decomposed cell, or the ONNX LSTM/GRU/RNN operator")
-    sequence: bool = option(False, help="also write model_seq.onnx (a Scan over the step)")
+    graph: str = option(
+        "cell",
+        FORMS,
+        "ONNX graph form: the decomposed cell (ORT quantises every cell, int8-static works) or the ONNX "
+        "LSTM/GRU/RNN operator",
+    )
+    sequence: bool = option(
+        False, help="also write model_seq.onnx, a whole-sequence graph for offline batch inference"
+    )
 
 
 def backends(job) -> list[str]:

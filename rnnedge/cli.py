@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,8 +49,10 @@ def add_train(sub):
     p = sub.add_parser(
         "train",
         help="train a recurrent model on a bundled dataset or your .npz file",
-        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: config.json, "
-        "model.safetensors (best checkpoint), metrics.json, curves.png.",
+        description="Train an RNN/LSTM/GRU with a linear head. Writes a run folder: checkpoint.json "
+        "(one atomic commit per epoch naming every file by sha256), model-<sha>.safetensors (best "
+        "checkpoint), resume-<sha>.safetensors (resume state), and when finished metrics.json, curves.png. "
+        "A killed run continues with --resume RUN.",
     )
     p.add_argument(
         "--data",
@@ -92,10 +95,29 @@ def add_train(sub):
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
     add_audio_train_args(p)
+    p.add_argument(
+        "--scale-augment",
+        type=float,
+        default=0.3,
+        metavar="A",
+        help="forecast: scale each training sequence by exp(U(-A, A)) per epoch, so levels beyond the "
+        "training period are seen (default: %(default)s, 0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, split and batches")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default: 2)")
     p.add_argument("--out", "-o", type=Path, help="run folder (default: runs/<data>-<cell>)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing run folder; the previous run stays until the new one has finished",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue a killed or interrupted run from its last finished epoch (the run's own settings; "
+        "other options are ignored), e.g. `rnnedge train --resume runs/bm`",
+    )
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -105,8 +127,11 @@ def add_train(sub):
 
 
 def cmd_train(a) -> int:
-    from rnnedge.train.trainer import TrainConfig, train
+    from rnnedge.train.trainer import TrainConfig, resume, train
 
+    if a.resume is not None:
+        _, metrics = resume(a.resume, progress=not a.no_progress)
+        return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
     cfg = TrainConfig(
         data=a.data,
         task=a.task,
@@ -124,6 +149,7 @@ def cmd_train(a) -> int:
         schedule=a.schedule,
         weight_decay=a.weight_decay,
         tail=a.tail,
+        scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
         audio=audio_train_options(a),
@@ -162,9 +188,23 @@ def audio_train_options(a) -> dict | None:
 # export
 
 
-def add_export(sub):
-    from rnnedge.export.formats import option_choices  # numpy only: the format modules, not torch
+def add_format_options(p) -> None:
+    """One flag per export-format option, from the formats' option dataclasses (export/formats.py): key
+    onnx_graph -> --onnx-graph, with its choices, default and help. --target is tflite_target's short name."""
+    from rnnedge.export.formats import FORMATS  # numpy only: the format modules, not torch
 
+    for fmt in FORMATS.values():
+        for key, f in fmt.keys().items():
+            flags = ["--" + key.replace("_", "-")] + (["--target"] if key == "tflite_target" else [])
+            kw = {"dest": key, "default": f.default, "help": f.metadata["help"]}
+            if isinstance(f.default, bool):
+                kw["action"] = "store_true"
+            else:
+                kw["choices"] = f.metadata["choices"]
+            p.add_argument(*flags, **kw)
+
+
+def add_export(sub):
     p = sub.add_parser(
         "export",
         help="quantise a trained run and export a verified bundle",
@@ -188,37 +228,7 @@ def add_export(sub):
         default=["native"],
         help="native (always written), onnx, tflite; comma-separated (default: native)",
     )
-    p.add_argument(
-        "--target",
-        choices=option_choices("tflite_target"),
-        default="both",
-        help="TFLite interpreter(s) the file must be correct on (default: both)",
-    )
-    p.add_argument(
-        "--onnx-graph",
-        choices=option_choices("onnx_graph"),
-        default="cell",
-        help="ONNX graph form: decomposed cell (default; ORT quantises every cell, int8-static works) or "
-        "the ONNX LSTM/GRU/RNN operator",
-    )
-    p.add_argument(
-        "--onnx-sequence",
-        action="store_true",
-        help="also write model_seq.onnx, a whole-sequence graph for offline batch inference",
-    )
-    p.add_argument(
-        "--tflite-activations",
-        choices=option_choices("tflite_activations"),
-        default="int8",
-        help="int8-static TFLite: int8 activations (a8w8, default) or int16 (a16w8: keeps a large LSTM cell "
-        "state accurate, slower kernels)",
-    )
-    p.add_argument(
-        "--tflite-weights",
-        choices=option_choices("tflite_weights"),
-        help="TFLite weight scales (default: per-channel, but per-tensor for int8-dynamic on tflite-runtime, "
-        "which silently ignores per-channel hybrid scales)",
-    )
+    add_format_options(p)
     p.add_argument(
         "--out",
         "-o",
@@ -233,15 +243,9 @@ def add_export(sub):
 
 def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
-    from rnnedge.export.formats import check_options
+    from rnnedge.export.formats import FORMATS, check_options
 
-    options = {
-        "tflite_target": a.target,
-        "tflite_activations": a.tflite_activations,
-        "tflite_weights": a.tflite_weights,
-        "onnx_graph": a.onnx_graph,
-        "onnx_sequence": a.onnx_sequence,
-    }
+    options = {key: getattr(a, key) for f in FORMATS.values() for key in f.keys()}
     check_options(options)  # before the checkpoint and the dataset are loaded
     for scheme in a.quant:
         if a.out is None:
@@ -263,14 +267,21 @@ def add_run(sub):
         "run",
         help="stream samples through a bundle, one output line per input sample",
         description="Stream raw samples through a bundle. Input: a CSV (one sample per line, "
-        "comma- or space-separated; a header line is skipped), a .npy array (T, I) or (N, T, I), "
+        "comma- or space-separated, UTF-8, lines up to 1 MiB; a first line with no number in it is a "
+        "header; any other line that is not the model's number of values is an error naming the line, "
+        "see --skip-bad-lines), a .npy array (T, I) or (N, T, I), "
         "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
         "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
     )
     p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
     p.add_argument("--backend", "-b", default="native", choices=BACKENDS, help="runtime backend")
-    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (ORT, TFLite)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="threads: ORT/TFLite intra-op, numpy's BLAS pool (numpy path)",
+    )
     p.add_argument(
         "--decision",
         action="store_true",
@@ -283,6 +294,20 @@ def add_run(sub):
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
     add_audio_run_args(p)
+    p.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip (with a warning naming the line) input lines that are not the model's number of values, "
+        "instead of stopping with an error",
+    )
+    p.add_argument(
+        "--nonfinite",
+        choices=("reject", "hold", "reset"),
+        default="reject",
+        help="a sample with NaN/Inf: reject = an error naming the line (default); hold = each bad value "
+        "replaced by its channel's last finite value; reset = the state is reset and bad values become "
+        "the training mean",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -370,7 +395,7 @@ def cmd_run(a) -> int:
     model = load(a.bundle, backend=a.backend, threads=a.threads)
     if a.pcm or a.input.lower().endswith(".wav"):
         return cmd_run_audio(a, model)
-    stream = model.stream()
+    stream = model.stream(nonfinite=a.nonfinite)
     out = sys.stdout
 
     def emit(y):
@@ -381,7 +406,7 @@ def cmd_run(a) -> int:
         out.flush()
 
     if a.generate is not None:
-        seed = read_all(a.input, model.input_size)
+        seed = read_all(a.input, model.input_size, a.skip_bad_lines)
         for y in stream.generate(seed, a.generate):
             emit(y)
         return 0
@@ -391,7 +416,7 @@ def cmd_run(a) -> int:
             for y in stream.run(seq):
                 emit(y)
         return 0
-    for lineno, x in text_rows(a.input):
+    for lineno, x in text_rows(a.input, model.input_size, a.skip_bad_lines):
         if x is None:
             stream.reset()
             continue
@@ -403,57 +428,109 @@ def cmd_run(a) -> int:
     return 0
 
 
-def text_rows(path: str):
+MAX_LINE = 1 << 20  # bytes in one input line: a longer one is an error, never an unbounded read
+
+
+def text_rows(path: str, width: int | None = None, skip_bad: bool = False, warn=None):
     """CSV / whitespace rows from a file or stdin ('-'): yields (line number, float32 sample), or
-    (line number, None) for a blank line (end of a sequence). A non-numeric first line is a header."""
+    (line number, None) for a blank line (end of a sequence).
+
+    A first line is a header only if none of its fields is a number. Any other line that is not `width`
+    numbers (width None: any count) is an InputError naming its line, or with skip_bad a warning and the
+    line is skipped. Binary input (a NUL byte, not UTF-8) and lines over MAX_LINE bytes are errors."""
     import numpy as np
 
     from rnnedge.runtime import InputError
 
-    src = sys.stdin if path == "-" else open_text(path)
-    for lineno, line in enumerate(src, 1):
+    src = sys.stdin.buffer if path == "-" else open_text(path)
+    warn = warn or (lambda msg: print(f"rnnedge: warning: {msg}", file=sys.stderr))
+    lineno = 0
+    while True:
+        raw = src.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        lineno += 1
+        where = f"{path}:{lineno}"
+        if len(raw) > MAX_LINE:
+            raise InputError(f"{where}: line longer than {MAX_LINE} bytes: not a row of samples")
+        if b"\0" in raw:
+            raise InputError(f"{where}: binary data (a NUL byte): the input must be text (CSV) or .npy")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: not UTF-8 text: the input must be text (CSV) or .npy") from None
         fields = line.replace(",", " ").split()
         if not fields:
             yield lineno, None
             continue
         try:
-            yield lineno, np.array([float(f) for f in fields], np.float32)
+            x = np.array([float(f) for f in fields], np.float32)
+            problem = (
+                None if width is None or len(x) == width else f"{len(x)} values, the model takes {width}"
+            )
         except ValueError:
-            if lineno == 1:
-                continue
-            raise InputError(f"{path}:{lineno}: not a row of numbers: {line.strip()[:60]!r}") from None
+            if lineno == 1 and not any(_is_number(f) for f in fields):
+                continue  # a header: no field of it is a number
+            problem = f"not a row of numbers: {line.strip()[:60]!r}"
+        if problem is None:
+            yield lineno, x
+        elif skip_bad:
+            warn(f"{where}: skipped ({problem})")
+        else:
+            raise InputError(f"{where}: {problem} (--skip-bad-lines skips such lines)")
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def open_text(path: str):
     p = Path(path)
     if not p.is_file():
         raise RnnEdgeError(f"no input file at {p}")
-    return p.open()
+    return p.open("rb")
 
 
-def load_npy(path: str):
+def load_npy(path: str, max_bytes: int = 1 << 30):
+    """A numeric .npy array, (T, I) or (N, T, I). The header's shape and dtype are checked against the file
+    size before anything is allocated; no pickles."""
     import numpy as np
+    from numpy.lib import format as npy
 
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            major, _ = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except Exception as e:  # numpy raises ValueError / OSError / EOFError / SyntaxError on bad headers
+        raise RnnEdgeError(f"cannot read {path} as .npy: {str(e)[:200]}") from None
+    if dtype.kind not in "fiub" or dtype.itemsize > 8 or dtype.hasobject:
+        raise RnnEdgeError(f"{path}: .npy of dtype {dtype} is not numeric samples")
+    need = dtype.itemsize * math.prod(shape)
+    if len(shape) not in (2, 3):
+        raise RnnEdgeError(f"{path}: expected (T, I) or (N, T, I), got shape {shape}")
+    if need != size - offset or size > max_bytes:
+        raise RnnEdgeError(
+            f"{path}: the .npy header says {shape} {dtype} ({need} bytes) but the file holds "
+            f"{size - offset} bytes of data (truncated or damaged; at most {max_bytes} bytes are read)"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
     except Exception as e:
-        raise RnnEdgeError(f"cannot read {path} as .npy: {e}") from e
-    if arr.ndim not in (2, 3):
-        raise RnnEdgeError(f"{path}: expected (T, I) or (N, T, I), got shape {arr.shape}")
-    return arr
+        raise RnnEdgeError(f"cannot read {path} as .npy: {str(e)[:200]}") from None
 
 
-def read_all(path: str, width: int):
+def read_all(path: str, width: int, skip_bad: bool = False):
     import numpy as np
 
     if path.endswith(".npy"):
         return load_npy(path)
-    rows = [x for _, x in text_rows(path) if x is not None]
-    bad = next((i for i, x in enumerate(rows) if len(x) != width), None)
-    if bad is not None:
-        raise RnnEdgeError(
-            f"{path}: seed sample {bad + 1} has {len(rows[bad])} values, the model takes {width}"
-        )
+    rows = [x for _, x in text_rows(path, width, skip_bad) if x is not None]
     return np.array(rows, np.float32).reshape(-1, width)
 
 
@@ -535,11 +612,17 @@ EXAMPLES = {
 }
 
 # the extra a command cannot start without (its heavy imports), checked before the command runs
-EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train"}
+EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train", "report": "train"}
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs keep their line breaks (examples); every option with a default says it."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Text with line breaks (examples, exit codes) stays as written, other text is wrapped; every option
+    with a default says it."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -577,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     add_demo(sub)
+    from rnnedge.report import add_report
+
+    add_report(sub)
     for name, sp in sub.choices.items():  # --debug anywhere on the line; one help layout and exit codes
         if name in EXAMPLES:
             sp.epilog = "examples:\n" + EXAMPLES[name]
@@ -619,8 +705,10 @@ def report(e: Exception, debug: bool, extra: str | None) -> int:
         if missing:
             from rnnedge.runtime.vocab import EXTRA_OF, pip_extra
 
-            e = f"{missing} is not installed: run `{pip_extra(extra or EXTRA_OF[missing])}`"
-        print(f"rnnedge: error: {e}", file=sys.stderr)
+            need = extra if missing == "torch" and extra else EXTRA_OF[missing]  # the command's own extra
+            e = f"{missing} is not installed: run `{pip_extra(need)}`"
+        hint = " (--debug shows where it was raised)" if isinstance(e, OSError) and not debug else ""
+        print(f"rnnedge: error: {e}{hint}", file=sys.stderr)
         return EXIT_ERROR
     traceback.print_exc()
     print(

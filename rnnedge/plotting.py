@@ -43,15 +43,17 @@ def integer_ticks(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def log_y(ax) -> None:
-    """Log y axis labelled at 1-2-5 steps in plain numbers (0.2, 0.5, 1, 2), not 2x10^-1."""
+def y_scale(ax, values) -> None:
+    """Log y (labelled 0.2, 0.5, 1, 2 in plain numbers) when the values span more than a decade, else linear
+    (a log axis over a narrow range would carry one label or none)."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
+    lo, hi = min(values), max(values)
+    if not (lo > 0 and hi / lo > 10):
+        return
     ax.set_yscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_minor_locator(LogLocator(subs=(1.5, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0)))
-    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
@@ -66,46 +68,49 @@ def training_curves(
     best_epoch: int,
     validation: bool = True,
 ):
-    """Loss, the selection metric and the gradient norm per epoch, the best epoch marked on each panel.
+    """Loss, the selection metric and the gradient norm per epoch, the best epoch (the checkpoint) marked on
+    each panel. Returns the Figure (already written to `path`).
 
     history: metrics.json's per-epoch rows (epoch, train_loss, val_loss, val_<metric>, grad_norm).
     validation=False: the "val" columns were measured on the training split (no validation split)."""
     fig, (loss, score, grad) = figure(1, 3, (13, 4.0), dpi=90)
     ep = [h["epoch"] for h in history]
-    held = "validation" if validation else "training split (no validation split)"
-    kind = "classify" if metric == "accuracy" else "regress"
-    loss.plot(ep, [h["train_loss"] for h in history], label="training (during the epoch)")
-    loss.plot(ep, [h["val_loss"] for h in history], label=f"{held}, after the epoch")
-    loss.set(title="loss", ylabel=LOSS[kind])
-    log_y(loss)
-    values = [h[f"val_{metric}"] for h in history]
+    held = "validation split" if validation else "training split (no validation split)"
+    train_loss, held_loss = [h["train_loss"] for h in history], [h["val_loss"] for h in history]
+    loss.plot(ep, train_loss, label="training, during the epoch")
+    loss.plot(ep, held_loss, label=("validation" if validation else "training split") + ", after the epoch")
+    loss.set(title="loss", ylabel=LOSS["classify" if metric == "accuracy" else "regress"])
+    y_scale(loss, train_loss + held_loss)
+    scale = 100.0 if metric == "accuracy" else 1.0
+    values = [scale * h[f"val_{metric}"] for h in history]
+    score.plot(ep, values, color="C2")
     if metric == "accuracy":
-        score.plot(ep, [100 * v for v in values], color="C2")
-        score.set(title=f"{held} accuracy", ylabel="accuracy (%)")
+        score.set(title=f"accuracy on the {held}", ylabel="accuracy (%)")
     else:
-        score.plot(ep, values, color="C2")
-        score.set(title=f"{held} RMSE", ylabel="RMSE (data units)")
-    grad.plot(ep, [h["grad_norm"] for h in history], color="C3")
+        score.set(title=f"RMSE on the {held}", ylabel="RMSE (data units)")
+    norms = [h["grad_norm"] for h in history]
+    grad.plot(ep, norms, color="C3")
     grad.set(title="gradient norm before clipping", ylabel="L2 norm (mean over batches)")
-    log_y(grad)
+    y_scale(grad, norms)
     for ax in (loss, score, grad):
         ax.set_xlabel("epoch")
         integer_ticks(ax)
         ax.grid(True, alpha=0.3)
-        ax.axvline(
-            best_epoch, color="grey", ls="--", lw=1, label=f"best epoch ({best_epoch}): the checkpoint"
-        )
-    loss.legend(fontsize=8, loc="best")
-    best = next(h for h in history if h["epoch"] == best_epoch)
-    v = best[f"val_{metric}"]
-    score.plot([best_epoch], [100 * v if metric == "accuracy" else v], "o", color="black", ms=5)
+        ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch ({best_epoch})")
+    loss.legend(fontsize=8)
+    v = values[ep.index(best_epoch)]
+    score.plot([best_epoch], [v], "o", color="black", ms=5)
+    upper = v > (min(values) + max(values)) / 2  # label on the side of the point that has room
     score.annotate(
-        f"best epoch {best_epoch}: {v:.1%}" if metric == "accuracy" else f"best epoch {best_epoch}: {v:.4g}",
-        (best_epoch, 100 * v if metric == "accuracy" else v),
+        f"best epoch {best_epoch}: {v:.1f} %"
+        if metric == "accuracy"
+        else f"best epoch {best_epoch}: {v:.4g}",
+        (best_epoch, v),
         textcoords="offset points",
-        xytext=(-8, 8),
-        ha="right",
+        xytext=(-8, -14 if upper else 8),
+        ha="right" if best_epoch > (ep[0] + ep[-1]) / 2 else "left",
         fontsize=8,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.8},
     )
     fig.suptitle(title)
     fig.tight_layout()

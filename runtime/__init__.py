@@ -20,6 +20,7 @@ _WHERE = {
     "RnnEdgeError": "errors",
     "BundleError": "errors",
     "InputError": "errors",
+    "OutputError": "errors",
     "MissingDependency": "errors",
 }
 __all__ = list(_WHERE)

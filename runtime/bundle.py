@@ -74,6 +74,7 @@ def io_spec(cell: str, input_size: int, hidden_size: int, num_layers: int, outpu
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 # a plain file name inside the bundle folder: no separators, no leading dot (so neither '..' nor hidden files)
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+MAX_SCALE = float(np.finfo(np.float32).max) / 128  # an int8 weight times its scale stays finite
 SAFETENSORS_DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "I8": (np.int8, 1)}
 
 
@@ -577,6 +578,8 @@ class Bundle:
                 raise BundleError(f"{path}: weight {name} has non-finite values (NaN/Inf)")
             if name.endswith(".scale") and not (t > 0).all():
                 raise BundleError(f"{path}: {name} has scales that are not positive")
+            if name.endswith(".scale") and not (t <= MAX_SCALE).all():  # 127 * scale must stay finite
+                raise BundleError(f"{path}: {name} has scales that overflow float32 when dequantised")
         return tensors
 
 

@@ -49,3 +49,8 @@ def require(module: str, what: str, pip: str):
         if isinstance(e, ModuleNotFoundError) and e.name and module.startswith(e.name):
             raise MissingDependency(what, pip) from e
         raise MissingDependency(f"{what} ({module} failed to import: {e})", pip) from e
+
+
+class OutputError(RnnEdgeError, ArithmeticError):
+    """A step produced NaN/Inf (weights or state that overflow on this input). The stream's state was rolled
+    back to what it was before the call, so the stream can go on or be reset."""

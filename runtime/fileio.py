@@ -4,13 +4,14 @@ would give it. Standard library only."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that it appears complete or not at all, with the mode a plain open() would give it
     (0666 & ~umask, typically 0644: mkstemp's 0600 would hide a bundle from a service account)."""
+    import tempfile  # writers only: readers (`import rnnedge.runtime`, load) never pay for it
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -53,6 +51,9 @@ def probe_bundle(
         {"path": str(path), "backend": backend, "threads": threads, "steps": steps, "memory": memory}
     )
     cmd = [sys.executable, "-m", "rnnedge.runtime.isolate", spec]
+    import signal  # here, not at the top: `import rnnedge.runtime` stays cheap (benchmarks/coldstart_rss.py)
+    import subprocess
+
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

@@ -21,8 +21,9 @@ import numpy as np
 
 from .backends import open_backend
 from .bundle import Bundle, load_bundle
-from .errors import InputError
+from .errors import InputError, OutputError
 from .events import DecisionConfig, Detector
+from .finite import POLICIES
 from .frontend import CompiledFrontend, FrontendConfig, make_frontend, max_steps, pcm_array
 
 
@@ -35,6 +36,8 @@ def load(
     to cap numpy's BLAS pool for the numpy path, call runtime.backends.native.limit_blas_threads(1).
     """
     bundle = load_bundle(path, verify=verify)
+    if backend not in ("native", "numpy"):
+        bundle.raw_weights()  # NaN/Inf weights: a BundleError on every backend, not only the native ones
     return Model(bundle, open_backend(backend, bundle, threads), backend)
 
 
@@ -52,8 +55,12 @@ class Model:
         self.frontend: FrontendConfig | None = bundle.frontend
         self.decisions = DecisionConfig.from_manifest(bundle.manifest.get("decisions"))
 
-    def stream(self) -> Stream:
-        return Stream(self)
+    def stream(self, nonfinite: str = "reject") -> Stream:
+        """A new stream. nonfinite: what a sample with NaN/Inf does: "reject" (InputError, state unchanged;
+        the default), "hold" (each bad value replaced by its channel's last finite value) or "reset" (the
+        state is reset and bad values are replaced by the channel's training mean). Outputs are always
+        checked: a NaN/Inf output or state raises OutputError and rolls the state back."""
+        return Stream(self, nonfinite)
 
     def streams(self, n: int) -> StreamBatch:
         """n independent streams stepped together (n sensors on one gateway): one call per tick."""
@@ -75,14 +82,21 @@ class Model:
 
 
 class Stream:
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, nonfinite: str = "reject"):
+        if nonfinite not in POLICIES:
+            raise InputError(f"nonfinite must be one of {', '.join(POLICIES)}, got {nonfinite!r}")
         self.model = model
+        self.nonfinite = nonfinite
+        self.repaired = 0  # samples with NaN/Inf that the hold/reset policy repaired
         self._runner = model.backend.runner()
         self._I = model.input_size
         self._shape = (model.input_size,)
         self._steps = 0  # samples since the last reset (the compiled runner counts in C)
+        mean = model.bundle.manifest.get("normalization", {}).get("input_mean")
+        self._fill = np.asarray(mean if mean else np.zeros(self._I), np.float32)  # (I,) training mean
+        self._last = self._fill.copy()  # hold: the last finite value of each channel
         self._compiled = getattr(self._runner, "compiled", False)
-        if self._compiled:  # one C call per step: checks, step and the new output array all in C
+        if self._compiled and nonfinite == "reject":  # one C call per step: checks, step, output in C
             self.step = self._runner.checked_step
         self._frontend = self._detector = None  # made on first push / events
 
@@ -98,26 +112,65 @@ class Stream:
         if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._shape):
             x = self._coerce(x, (self._I,), "sample")
         if not math.isfinite(float(x.dot(x))):  # NaN/Inf anywhere (or |x| > 1e19) makes this non-finite
-            _raise_not_finite(x, "sample")
+            x = self._repair(x)
+        elif self.nonfinite == "hold":
+            self._last = x.copy()
+        y = self._runner.step(x).copy()  # OutputError: the runner put the state back
         self._steps += 1
-        return self._runner.step(x).copy()
+        return y
+
+    def _repair(self, x: np.ndarray) -> np.ndarray:
+        """A sample with NaN/Inf under the stream's policy: raise (reject), or the repaired sample."""
+        if self.nonfinite == "reject" or np.isfinite(x).all():  # all finite: values too large to square
+            _raise_not_finite(x, "sample")
+        bad = ~np.isfinite(x)
+        if self.nonfinite == "reset":
+            self.reset()
+            x = np.where(bad, self._fill, x)
+        else:
+            x = np.where(bad, self._last, x)
+            self._last = x
+        self.repaired += 1
+        return x.astype(np.float32)
 
     def run(self, seq, reset: bool = True) -> np.ndarray:
         """Stream a whole sequence (T, I) -> (T, O). reset=False continues from the current state."""
         seq = self._coerce(seq, (None, self._I), "sequence")
         if not np.isfinite(seq).all():
-            _raise_not_finite(seq, "sequence")
+            if self.nonfinite == "reject":
+                _raise_not_finite(seq, "sequence")
+            if reset:
+                self.reset()
+            return np.stack([self.step(x) for x in seq]) if len(seq) else self._empty()
+        before, steps = (self.state, self.steps) if reset else (None, 0)
         if reset:
             self.reset()
-        out = np.empty((len(seq), self.model.output_size), np.float32)
-        if self._compiled:
-            self._runner.run_into(seq, out)  # one C call for the whole sequence
+        out = self._empty(len(seq))
+        try:
+            if self._compiled:
+                self._runner.run_into(seq, out)  # one C call for the whole sequence
+                return out
+            state, step = self._runner.get_state(), self._runner.step
+            try:
+                for t in range(len(seq)):
+                    out[t] = step(seq[t])
+            except OutputError:
+                self._runner.set_state(state)  # the whole call is undone, not only its last step
+                raise
+            self._steps += len(seq)
             return out
-        step = self._runner.step
-        for t in range(len(seq)):
-            out[t] = step(seq[t])
-        self._steps += len(seq)
-        return out
+        except OutputError:
+            if before is not None:
+                self.restore(before)
+                self._set_steps(steps)
+            raise
+
+    def _empty(self, n: int = 0) -> np.ndarray:
+        return np.empty((n, self.model.output_size), np.float32)
+
+    def _set_steps(self, n: int) -> None:
+        if not self._compiled:
+            self._steps = n
 
     def generate(self, seed, steps: int) -> np.ndarray:
         """One-to-many: stream `seed` (T0, I), then feed each output back as the next input for `steps` steps.
@@ -136,12 +189,12 @@ class Stream:
             raise InputError("generate needs a seed of at least one sample")
         y = self.run(seed)[-1]
         out = np.empty((steps, self._I), np.float32)
-        step = self._runner.step
+        step = self._runner.step  # a non-finite output raises OutputError (that step rolled back)
         for t in range(steps):
             out[t] = y
             y = step(y).copy()
-        if not self._compiled:
-            self._steps += steps
+            if not self._compiled:
+                self._steps += 1
         return out
 
     # -- raw samples in, decisions out ---------------------------------------------
@@ -153,7 +206,7 @@ class Stream:
         fe = self._frontend
         if fe is None:
             fe = self._frontend = make_frontend(self._frontend_config(), self.model.backend_name != "numpy")
-            if self._compiled and isinstance(fe, CompiledFrontend):
+            if self._compiled and self.nonfinite == "reject" and isinstance(fe, CompiledFrontend):
                 self.push = self._fused_push(fe)
                 return self.push(samples)
         feats = fe.push(samples)
@@ -269,12 +322,20 @@ class StreamBatch:
             X = Stream._coerce(X, self._shape, "samples")
         if not math.isfinite(float(np.dot(X.ravel(), X.ravel()))):
             _raise_not_finite(X, "samples")
-        self.steps += 1
         if self._batch is not None:
             Y = np.empty((self.n, self.model.output_size), np.float32)
-            self._batch.step(X, Y)
+            self._batch.step(X, Y)  # OutputError: every stream's state rolled back in C
+            self.steps += 1
             return Y
-        return np.stack([s.step(x) for s, x in zip(self._streams, X)])
+        before = [s.state for s in self._streams]
+        try:
+            Y = np.stack([s.step(x) for s, x in zip(self._streams, X)])
+        except OutputError:  # one tick is one call: every stream goes back, as in C
+            for s, st in zip(self._streams, before):
+                s.restore(st)
+            raise
+        self.steps += 1
+        return Y
 
     def reset(self, i: int | None = None) -> None:
         """Zero the state of stream i, or of every stream."""

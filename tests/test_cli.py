@@ -116,7 +116,7 @@ def test_user_errors_are_one_line_without_traceback(pipeline, tmp_path):
         and "Traceback" not in r.stderr
     )
     r = cli("run", pipeline / "bundles" / "fp32", check=False, input="1,2,3\n")
-    assert r.returncode == 1 and "-:1: sample must have shape (6,)" in r.stderr
+    assert r.returncode == 1 and "-:1: 3 values, the model takes 6" in r.stderr
     r = cli("run", pipeline / "bundles" / "fp32", check=False, input="1,2,3,4,5,6\n1,2,nan,4,5,6\n")
     assert (
         r.returncode == 1
@@ -160,4 +160,4 @@ def test_forecast_model_generates(tmp_path):
     r = cli("run", tmp_path / "b", "--generate", 3, input="1,2,3\n1,oops,3\n", check=False)
     assert r.returncode == 1 and "-:2: not a row of numbers" in r.stderr  # the same parser as `run`
     r = cli("run", tmp_path / "b", "--generate", 3, input="1,2,3\n1,2\n", check=False)
-    assert r.returncode == 1 and "seed sample 2 has 2 values, the model takes 3" in r.stderr
+    assert r.returncode == 1 and "-:2: 2 values, the model takes 3" in r.stderr

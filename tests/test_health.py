@@ -89,7 +89,8 @@ def test_cli_choices_are_the_vocabularies():
     assert tuple(opts["backend"].choices) == vocab.BACKENDS
     opts = {a.dest: a for a in sub["export"]._actions}
     assert tuple(opts["onnx_graph"].choices) == formats.option_choices("onnx_graph")
-    assert tuple(opts["target"].choices) == formats.option_choices("tflite_target")
+    assert tuple(opts["tflite_target"].choices) == formats.option_choices("tflite_target")
+    assert opts["tflite_target"].option_strings == ["--tflite-target", "--target"]
 
 
 # ----------------------------------------------------------------------------
@@ -259,6 +260,17 @@ def test_debug_works_after_the_command_and_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "usage:" in r.stderr
 
 
+def test_an_os_error_is_one_line_with_a_debug_hint(monkeypatch, capsys, tmp_path):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(rt, "load_bundle", full, raising=False)
+    assert cli.main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnedge: error: [Errno 28] No space left on device: '{tmp_path / 'x'}'")
+    assert err.endswith(" (--debug shows where it was raised)\n") and err.count("\n") == 1
+
+
 def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, capsys, tmp_path):
     def broken(*a, **k):
         raise ValueError("boom: a bug, not the user's input")
@@ -277,6 +289,19 @@ def test_missing_extras_are_one_line_naming_the_pip_command(tmp_path):
         assert r.returncode == 1, (cmd, r.stderr)
         assert r.stderr == f"rnnedge: error: PyTorch is not installed: run `pip install 'rnnedge[{extra}]'`\n"
         assert not (tmp_path / cmd).exists()
+
+
+@pytest.mark.parametrize(
+    "module,command_extra,extra",
+    [("onnx", "export", "onnx"), ("torch", "export", "export"), ("matplotlib", None, "plot")],
+)
+def test_a_missing_module_anywhere_names_the_extra_that_installs_it(capsys, module, command_extra, extra):
+    try:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    except ModuleNotFoundError as e:
+        assert cli.report(e, False, command_extra) == 1
+    want = f"rnnedge: error: {module} is not installed: run `pip install 'rnnedge[{extra}]'`\n"
+    assert capsys.readouterr().err == want
 
 
 def test_ctrl_c_during_training_exits_130_and_keeps_the_best_checkpoint(tmp_path):
@@ -301,7 +326,9 @@ def test_ctrl_c_during_training_exits_130_and_keeps_the_best_checkpoint(tmp_path
     assert p.returncode == 130, "".join(lines) + rest
     assert "\r" not in "".join(lines) and lines[-1].startswith("epochs: 2/100000 loss=")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["interrupted"] is True and (out / "model.safetensors").is_file()
+    record = json.loads((out / "checkpoint.json").read_text())
+    assert metrics["interrupted"] is True and (out / record["best"]["file"]).is_file()
+    assert not record["finished"] and record["resume"]  # `train --resume` continues it
 
 
 def test_demo_force_only_replaces_a_demo_folder(tmp_path):

@@ -156,3 +156,26 @@ def test_base_install_runs_the_runtime_and_names_the_missing_extras(tmp_path, bu
         r = rnnedge(cmd, *([tmp_path / "run"] if cmd == "export" else ["--out", tmp_path / cmd]))
         assert r.returncode == 1, (cmd, r.stdout, r.stderr)
         assert r.stderr == f"rnnedge: error: PyTorch is not installed: run `pip install 'rnnedge[{extra}]'`\n"
+
+
+def test_pyproject_lists_every_package_and_only_data_that_exists():
+    tomllib = pytest.importorskip("tomllib")
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    tool = cfg["tool"]["setuptools"]
+    folders = {name: ROOT / folder for name, folder in tool["package-dir"].items()}
+    found = set()
+    for name, folder in folders.items():  # every folder with an __init__.py below a mapped one is a package
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            found.add(".".join((name, *rel)))
+    assert found == set(tool["packages"]), found ^ set(tool["packages"])
+    for pkg, globs in tool["package-data"].items():
+        base = ROOT / "/".join(pkg.split(".")[1:]) if pkg != "rnnedge" else ROOT / "rnnedge"
+        for g in globs:
+            assert list(base.glob(g)), f"package-data {pkg}: {g} matches nothing"
+    meta = cfg["project"]
+    assert meta["license"] and meta["authors"] and meta["classifiers"]
+    assert (
+        f"Programming Language :: Python :: {meta['requires-python'].removeprefix('>=')}"
+        in meta["classifiers"]
+    )

@@ -105,18 +105,20 @@ def test_training_is_reproducible_and_writes_the_run_folder(tmp_path):
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(v1, v2), k
     run = tmp_path / "a"
-    assert {p.name for p in run.iterdir()} >= {
-        "config.json",
-        "model.safetensors",
+    record = json.loads((run / "checkpoint.json").read_text())
+    assert record["finished"] and record["resume"] is None  # a finished run keeps no resume state
+    weights = record["best"]["file"]
+    assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {
+        "checkpoint.json",
+        weights,
         "metrics.json",
         "curves.png",
     }
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hist = json.loads((run / "metrics.json").read_text())["history"]
     assert len(hist) == 3 and all(h["grad_norm"] > 0 for h in hist)
-    cfg_json = json.loads((run / "config.json").read_text())
-    assert cfg_json["train"]["tbptt"] == 20 and cfg_json["model"]["cell"] == "gru"
-    assert not (run / "model.safetensors").read_bytes().startswith(b"\x80")  # never a pickle
+    assert record["config"]["train"]["tbptt"] == 20 and record["config"]["model"]["cell"] == "gru"
+    assert not (run / weights).read_bytes().startswith(b"\x80")  # never a pickle
     with pytest.raises(TrainError, match="--force"):
         train(cfg, run, progress=False, log=lambda *a: None)
 

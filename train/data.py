@@ -32,12 +32,23 @@ class Split:
     X: np.ndarray  # (N, T, C) float32, zero after each length
     lengths: np.ndarray  # (N,) int64
     y: np.ndarray  # (N,) int64 | (N, T, O) float32
+    # forecast/regress: the first step of each sequence whose target is scored (None = every step). A test
+    # window that starts inside the training period carries targets the model was trained on: those steps
+    # give context but are not scored
+    score_from: np.ndarray | None = None  # (N,) int64
 
     def __len__(self):
         return len(self.X)
 
     def subset(self, idx) -> Split:
-        return Split(self.X[idx], self.lengths[idx], self.y[idx])
+        sf = None if self.score_from is None else self.score_from[idx]
+        return Split(self.X[idx], self.lengths[idx], self.y[idx], sf)
+
+    def scored(self) -> np.ndarray:
+        """(N, T) bool: the steps whose targets count in the metrics."""
+        t = np.arange(self.X.shape[1])[None, :]
+        first = np.zeros(len(self), np.int64) if self.score_from is None else self.score_from
+        return (t >= first[:, None]) & (t < self.lengths[:, None])
 
     def sequences(self) -> list[np.ndarray]:
         """The raw sequences without padding: list of (T_i, C)."""
@@ -54,6 +65,7 @@ class Dataset:
     description: str = ""
     frontend: dict | None = None  # the manifest's frontend section (audio folders): how X was computed
     audio: dict | None = None  # the AudioConfig that made the examples
+    season: int | None = None  # forecast: the known seasonal period in steps (None: fitted on train)
 
     @property
     def input_size(self) -> int:
@@ -115,7 +127,9 @@ def japanese_vowels() -> Dataset:
 def airline() -> Dataset:
     """Monthly airline passengers 1949-1960 (144 points): windows of 36 months, next-month forecast.
 
-    Train on windows ending before 1958, test on the windows that end in 1958-1960.
+    Train on windows ending before 1958. Test: one window per month of 1958-1960, the 36 months before it
+    as context; only its last step (the unseen month) is scored, so every unseen month counts once and no
+    training target is scored.
     """
     d = _sktime()
     series = d.load_airline().to_numpy(np.float32)[:, None]  # (144, 1)
@@ -124,14 +138,16 @@ def airline() -> Dataset:
     windows = np.stack([series[s : s + win] for s in starts])  # (W, 37, 1)
     cut = 108  # 1958-01
     train = windows[starts + win <= cut]
-    test = windows[starts + win > cut]
+    test = _forecast_split(windows[starts + win > cut])
+    test.score_from = test.lengths - 1  # (N,) the last step: the month after the window
     return Dataset(
         "airline",
         "forecast",
         _forecast_split(train),
-        _forecast_split(test),
+        test,
         None,
         "Airline passengers (sktime), monthly, 36-month windows, next-month forecast",
+        season=12,
     )
 
 

@@ -22,20 +22,11 @@ PINS="numpy==1.26.4 safetensors==0.8.0 onnxruntime==1.32.0 ai-edge-litert==2.3.0
 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4 pygments==2.21.0"
 APT_DEPS="qemu-user debootstrap gcc"
 
-die() { echo "build_sysroot: $*" >&2; exit 1; }
-log() { echo "[arm] $*" >&2; }
-
+SCRIPT=build_sysroot
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 if [[ "${1:-}" == "--install-deps" ]]; then
-    missing=""
-    for p in $APT_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-    if [[ -n "$missing" ]]; then
-        log "apt-get install$missing"
-        [[ $(id -u) == 0 ]] || die "installing$missing needs root: sudo apt-get install$missing"
-        apt-get update -qq >/dev/null || die "apt-get update failed (no route to the Debian mirror?)"
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-            || die "apt-get install$missing failed"
-    fi
+    install_apt_deps
 fi
 for tool in qemu-aarch64 debootstrap gcc dpkg-deb; do
     command -v "$tool" >/dev/null || die "$tool not found: apt-get install $APT_DEPS (or rerun with --install-deps)"

@@ -25,20 +25,11 @@ W="$ARM_CACHE/wheel"
 CC=aarch64-linux-gnu-gcc
 APT_DEPS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 
-die() { echo "build_wheel: $*" >&2; exit 1; }
-log() { echo "[arm] $*" >&2; }
-
+SCRIPT=build_wheel
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 if [[ "${1:-}" == "--install-deps" ]]; then
-    missing=""
-    for p in $APT_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-    if [[ -n "$missing" ]]; then
-        log "apt-get install$missing"
-        [[ $(id -u) == 0 ]] || die "installing$missing needs root: sudo apt-get install$missing"
-        apt-get update -qq >/dev/null || die "apt-get update failed (no route to the Debian mirror?)"
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-            || die "apt-get install$missing failed"
-    fi
+    install_apt_deps
 fi
 command -v "$CC" >/dev/null || die "$CC not found: apt-get install $APT_DEPS (or rerun with --install-deps)"
 [[ -f /usr/aarch64-linux-gnu/include/stdlib.h ]] || die "no aarch64 libc headers: apt-get install libc6-dev-arm64-cross"

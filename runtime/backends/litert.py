@@ -23,6 +23,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError, MissingDependency, RnnEdgeError, require
+from ..finite import all_finite, raise_bad_output
 from ..tflite_check import check_tflite
 
 SIGNATURE = "serving_default"
@@ -151,9 +152,12 @@ class TfliteRunner:
         set_, get = self._set, self._get
         set_(self.xi, x.reshape(1, -1))  # (I,) -> (1, I) view; set_tensor copies it in
         self._invoke()
-        for h_in, h_out in self.pairs:  # next state -> state inputs (a copy of H floats each)
-            set_(h_in, get(h_out))
-        return get(self.yi)[0]  # (O,), a fresh array
+        y, nxt = get(self.yi), [get(h_out) for _, h_out in self.pairs]  # fresh arrays
+        if not all_finite(y, *nxt):  # the state inputs still hold the state before this step
+            raise_bad_output("step")
+        for (h_in, _), h in zip(self.pairs, nxt):  # next state -> state inputs
+            set_(h_in, h)
+        return y[0]  # (O,)
 
     def reset(self) -> None:
         for name, i in self.index.items():

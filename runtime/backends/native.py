@@ -16,6 +16,8 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..cells import LayerState, Q8Model, fuse_head, fuse_layer
+from ..finite import all_finite
+from ..finite import raise_bad_output as _raise_bad_output
 from ..quant import dequantize
 from ..vocab import ACTIVATION_QUANTISED
 
@@ -36,7 +38,8 @@ def _configure_kernel() -> None:
         lambda x, n: Stream._coerce(x, (n,), "sample"),
         lambda x: _raise_not_finite(x, "sample"),
         np.empty,
-        np.float32,
+        np.dtype(np.float32),  # an instance: numpy.empty converts a type object on every call
+        _raise_bad_output,
     )
 
 
@@ -63,7 +66,9 @@ def open_native(bundle: Bundle, threads: int | None, force_numpy: bool = False):
                 stacklevel=3,
             )
         return NumpyBackend(bundle, threads)
-    return CompiledBackend(bundle)
+    net = CompiledBackend(bundle)
+    _kernel.trim_heap()  # the bundle's transient copies are freed now: give their pages back
+    return net
 
 
 def _activation_scales(bundle: Bundle) -> dict | None:
@@ -83,13 +88,16 @@ class CompiledBackend:
         raw = bundle.raw_weights()
         quant = bundle.quant
         L = bundle.num_layers
+        act = [0.0] * (L + 1)
         if quant in ACTIVATION_QUANTISED:
             code = _kernel.Q8_DYNAMIC if quant == "int8-dynamic" else _kernel.Q8_STATIC
             scales = _activation_scales(bundle) or {}
             act = [scales.get("x", 0.0)] + [scales.get(f"h_{k}", 0.0) for k in range(L)]
+        elif quant == "int8":  # weight-only: int8 weights stay int8 in memory, activations float
+            code = _kernel.Q8_WEIGHT
         else:
-            code, act = _kernel.F32, [0.0] * (L + 1)
-            raw = dequantize(raw)  # fp16 / int8 weight-only compute in float32
+            code = _kernel.F32
+            raw = dequantize(raw)  # fp16 computes in float32
 
         def mat(name: str, act_scale: float) -> tuple:  # (f32, q8, row scales, bias, activation scale)
             w, b = raw[name], np.ascontiguousarray(raw[name.replace("weight", "bias")], np.float32)
@@ -210,6 +218,15 @@ class NumpyRunner:
         self.specs = net.states
 
     def step(self, x: np.ndarray) -> np.ndarray:
+        """The next output; a non-finite output or state raises OutputError with the state as before."""
+        before = self.get_state()
+        y = self._step(x)
+        if not all_finite(y, *(self._buf(s) for s in self.specs)):
+            self.set_state(before)
+            _raise_bad_output("step")
+        return y
+
+    def _step(self, x: np.ndarray) -> np.ndarray:
         layers = self.layers
         np.copyto(layers[0].x, x)
         layers[0].step()
@@ -244,7 +261,12 @@ class Q8Runner:
         self.h, self.c = self.net.zero_state()
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        return self.net.step(x, self.h, self.c)
+        before = self.get_state()
+        y = self.net.step(x, self.h, self.c)
+        if not all_finite(y, *(self.h[s.layer] if s.kind == "h" else self.c[s.layer] for s in self.specs)):
+            self.set_state(before)
+            _raise_bad_output("step")
+        return y
 
     def reset(self) -> None:
         self.h, self.c = self.net.zero_state()

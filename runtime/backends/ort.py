@@ -16,6 +16,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError, RnnEdgeError, require
+from ..finite import all_finite, raise_bad_output
 
 PIP = "'rnnedge[onnx]'"
 
@@ -119,6 +120,9 @@ class OrtRunner:
     def step(self, x: np.ndarray) -> np.ndarray:
         self.x[0] = x
         self._run(self._bound[self.cur], self._opts)
+        nxt = self.bufs[self.cur ^ 1]
+        if not all_finite(self.y, *nxt.values()):  # bufs[cur] still holds the state before this step
+            raise_bad_output("step")
         self.cur ^= 1
         return self.y[0]
 

@@ -17,13 +17,15 @@
 /* ==================================================================================================== */
 /* kernel tables: one per instruction set, chosen once per model (RNNEDGE_ISA=name forces a lower one) */
 
-static const re_ops OPS_SCALAR = {"scalar", re_f32_matvec_scalar, re_q8_matvec_scalar, re_quantize_scalar,
-                                  re_absmax_scalar, re_tanh_scalar};
+static const re_ops OPS_SCALAR = {"scalar", re_f32_matvec_scalar, re_w8_matvec_scalar, re_q8_matvec_scalar,
+                                  re_quantize_scalar, re_absmax_scalar, re_tanh_scalar};
 const re_ops *re_ops_scalar(void) { return &OPS_SCALAR; }
 
 #if defined(__x86_64__) || defined(__i386__)
 void re_f32_matvec_avx2(const re_packed *, const float *const *, float *const *, int);
 void re_f32_matvec_avx512(const re_packed *, const float *const *, float *const *, int);
+void re_w8_matvec_avx2(const re_packed *, const float *const *, float *const *, int);
+void re_w8_matvec_avx512(const re_packed *, const float *const *, float *const *, int);
 void re_q8_matvec_avx2(const re_packed *, const int8_t *const *, int32_t *const *, int);
 void re_q8_matvec_vnni(const re_packed *, const int8_t *const *, int32_t *const *, int);
 void re_quantize_avx2(const float *, int, float, int8_t *);
@@ -31,10 +33,10 @@ float re_absmax_avx2(const float *, int);
 void re_tanh_avx2(float *, int);
 void re_tanh_avx512(float *, int);
 
-static const re_ops OPS_AVX2 = {"avx2", re_f32_matvec_avx2, re_q8_matvec_avx2, re_quantize_avx2,
-                                re_absmax_avx2, re_tanh_avx2};
-static const re_ops OPS_AVX512 = {"avx512-vnni", re_f32_matvec_avx512, re_q8_matvec_vnni, re_quantize_avx2,
-                                  re_absmax_avx2, re_tanh_avx512};
+static const re_ops OPS_AVX2 = {"avx2", re_f32_matvec_avx2, re_w8_matvec_avx2, re_q8_matvec_avx2,
+                                re_quantize_avx2, re_absmax_avx2, re_tanh_avx2};
+static const re_ops OPS_AVX512 = {"avx512-vnni", re_f32_matvec_avx512, re_w8_matvec_avx512, re_q8_matvec_vnni,
+                                  re_quantize_avx2, re_absmax_avx2, re_tanh_avx512};
 
 const re_ops *re_ops_avx2(void)
 {
@@ -57,16 +59,17 @@ const re_ops *re_ops_avx512(void) { return NULL; }
 
 #if defined(__aarch64__)
 void re_f32_matvec_neon(const re_packed *, const float *const *, float *const *, int);
+void re_w8_matvec_neon(const re_packed *, const float *const *, float *const *, int);
 void re_q8_matvec_neon(const re_packed *, const int8_t *const *, int32_t *const *, int);
 void re_q8_matvec_sdot(const re_packed *, const int8_t *const *, int32_t *const *, int);
 void re_quantize_neon(const float *, int, float, int8_t *);
 float re_absmax_neon(const float *, int);
 void re_tanh_neon(float *, int);
 
-static const re_ops OPS_NEON = {"neon", re_f32_matvec_neon, re_q8_matvec_neon, re_quantize_neon,
-                                re_absmax_neon, re_tanh_neon};
-static const re_ops OPS_NEON_DOT = {"neon-dotprod", re_f32_matvec_neon, re_q8_matvec_sdot, re_quantize_neon,
-                                    re_absmax_neon, re_tanh_neon};
+static const re_ops OPS_NEON = {"neon", re_f32_matvec_neon, re_w8_matvec_neon, re_q8_matvec_neon,
+                                re_quantize_neon, re_absmax_neon, re_tanh_neon};
+static const re_ops OPS_NEON_DOT = {"neon-dotprod", re_f32_matvec_neon, re_w8_matvec_neon, re_q8_matvec_sdot,
+                                    re_quantize_neon, re_absmax_neon, re_tanh_neon};
 const re_ops *re_ops_neon(void) { return &OPS_NEON; }
 const re_ops *re_ops_neon_dotprod(void)
 {
@@ -119,9 +122,27 @@ static void packed_free(re_packed *W)
 {
     free(W->wf);
     free(W->wq);
+    free(W->wb);
     free(W->scale);
     free(W->rowsum);
     free(W->bias);
+}
+
+/* int8 weight-only: int8 panels in the fp32 layout (wb) + row scales; activations stay float */
+static int pack_weight_only(re_packed *W, const re_matrix_desc *d, int rows, int cols, size_t *bytes)
+{
+    const size_t R = (size_t)W->panels * RE_P;
+    if (!d->q8 || !d->scale) return 0;
+    W->wb = zalloc(R * cols);
+    W->scale = zalloc(R * sizeof(float));
+    if (!W->wb || !W->scale) return 0;
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < cols; k++)
+            W->wb[((size_t)(r / RE_P) * cols + k) * RE_P + r % RE_P] = d->q8[(size_t)r * cols + k];
+        W->scale[r] = d->scale[r];
+    }
+    *bytes += R * cols + 2 * R * sizeof(float);
+    return 1;
 }
 
 /* (rows, cols) row-major -> panels. fp32 models keep float weights; int8 models keep int8 + row scales. */
@@ -143,6 +164,7 @@ static int pack(re_packed *W, const re_matrix_desc *d, int rows, int cols, int q
         *bytes += R * cols * sizeof(float) + R * sizeof(float);
         return 1;
     }
+    if (quant == RE_Q8_WEIGHT) return pack_weight_only(W, d, rows, cols, bytes);
     if (!d->q8 || !d->scale) return 0;
     W->wq = zalloc(R * W->kq);
     W->scale = zalloc(R * sizeof(float));
@@ -177,7 +199,7 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
 {
     *err = NULL;
     if (d->cell < RE_RNN_TANH || d->cell > RE_GRU) return *err = "unknown cell", NULL;
-    if (d->quant < RE_F32 || d->quant > RE_Q8_STATIC) return *err = "unknown quantisation", NULL;
+    if (d->quant < RE_F32 || d->quant > RE_Q8_WEIGHT) return *err = "unknown quantisation", NULL;
     if (d->num_layers < 1 || d->num_layers > RE_MAX_LAYERS) return *err = "num_layers out of range", NULL;
     if (d->input_size < 1 || d->hidden_size < 1 || d->output_size < 1) return *err = "sizes must be >= 1", NULL;
     if (d->input_size > (1 << 16) || d->hidden_size > (1 << 14) || d->output_size > (1 << 16))
@@ -270,9 +292,20 @@ float *re_state(re_stream *s, int layer, int kind)
 }
 
 /* ==================================================================================================== */
+/* The elementwise work of a step (int8 epilogues, gate arithmetic) is plain C that the compiler vectorises;
+ * on x86 it is built for AVX-512, AVX2 and the SSE2 baseline and the loader picks one per CPU (an ifunc).
+ * Elementwise IEEE arithmetic without FMA contraction gives the same bits at every width, so this choice
+ * never changes a result (RNNEDGE_ISA selects the products and tanh, which may differ in rounding). */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define ELEMENTWISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELEMENTWISE
+#endif
+
+/* ==================================================================================================== */
 /* one product for ns streams: out_j = W v_j + b */
 
-static void product(const re_model *m, const re_packed *W, const float *const *v, float *const *out,
+ELEMENTWISE static void product(const re_model *m, const re_packed *W, const float *const *v, float *const *out,
                     re_stream *const *s, int ns)
 {
     const re_ops *ops = m->ops;
@@ -281,6 +314,12 @@ static void product(const re_model *m, const re_packed *W, const float *const *v
         ops->f32_matvec(W, v, out, ns);
         for (int j = 0; j < ns; j++)
             for (int r = 0; r < R; r++) out[j][r] += W->bias[r];
+        return;
+    }
+    if (m->quant == RE_Q8_WEIGHT) {
+        ops->w8_matvec(W, v, out, ns);
+        for (int j = 0; j < ns; j++)
+            for (int r = 0; r < R; r++) out[j][r] = out[j][r] * W->scale[r] + W->bias[r];
         return;
     }
     const int8_t *q[RE_MAX_NS] = {0};
@@ -306,7 +345,7 @@ static void product(const re_model *m, const re_packed *W, const float *const *v
 /* ==================================================================================================== */
 /* the cells, on one stream's gx = W_ih x + b_ih and gh = W_hh h + b_hh */
 
-static void cell_update(const re_model *m, re_stream *s, int l)
+ELEMENTWISE static void cell_update(const re_model *m, re_stream *s, int l)
 {
     const int H = m->H;
     float *gx = s->gx, *gh = s->gh, *h = s->h[l], *c = s->c[l], *t = s->tmp;

@@ -3,23 +3,31 @@
  *   m = _kernel.Model(cell, quant, I, H, L, O, mats)   mats: [(f32, q8, scale, bias, act_scale)] for
  *                                                      ih_0, hh_0, ih_1, hh_1, ..., head (buffers or None)
  *   s = m.stream();  y = s.step(x)                     x (I,) float32 -> new (O,) array; checked here
+ *                                                      (an earlier output nobody references may be reused)
  *   s.run(seq, out)                                    (T, I) -> out (T, O), one call, GIL released
  *   s.state_view(layer, kind)                          writable memoryview of h (0) or c (1), (H,) float32
  *   b = m.batch(n); b.step(X, Y)                       n streams, (n, I) -> (n, O)
  *
  * A sample that is not a finite float32 (I,) (or (1, I)) array goes to the Python checker configured with
- * _kernel.configure(coerce, not_finite, empty, float32): coerce(x, I) converts or raises InputError with the runtime's own
+ * _kernel.configure(coerce, not_finite, empty, dtype('float32')): coerce(x, I) converts or raises InputError with the runtime's own
  * messages, before any state changes. No numpy headers: arrays come from numpy.empty, data via buffers.
+ * A step whose output or new state is not finite (overflowing weights or state) puts the state back as it
+ * was before the call and raises through bad_output(what) (the runtime's OutputError): a stream never
+ * carries NaN/Inf on.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdlib.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "rnnedge.h"
 
 /* set once by configure(); read-only afterwards */
-static PyObject *coerce_fn, *not_finite_fn, *empty_fn, *float32;
+static PyObject *coerce_fn, *not_finite_fn, *empty_fn, *float32, *bad_output_fn;
 
 /* ==================================================================================================== */
 /* Model */
@@ -192,16 +200,30 @@ static PyObject *checked_sample(PyObject *x, Py_buffer *v, Py_ssize_t n)
     return x;
 }
 
-static PyObject *new_array(Py_ssize_t n, Py_buffer *v) /* numpy.empty(n, float32) and its buffer */
+/* numpy.empty(shape, float32) and its buffer; shape is a tuple (a dtype instance and a tuple: half the cost of
+ * numpy.empty(n, numpy.float32), whose arguments numpy converts on every call) */
+static PyObject *new_array(PyObject *shape, Py_buffer *v)
 {
-    PyObject *size = PyLong_FromSsize_t(n);
-    if (!size) return NULL;
-    PyObject *args[2] = {size, float32};
+    PyObject *args[2] = {shape, float32};
     PyObject *a = PyObject_Vectorcall(empty_fn, args, 2, NULL);
-    Py_DECREF(size);
     if (!a) return NULL;
     if (PyObject_GetBuffer(a, v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return Py_DECREF(a), NULL;
     return a;
+}
+
+/* An output array only this module holds (no other reference, no weak reference) is unobservable, so a stream
+ * may hand it out again instead of allocating. Its buffer is requested again, with shape and format, because
+ * a caller may have resized or reshaped it in place (or changed its dtype) before dropping it. */
+static int reusable(PyObject *a, Py_buffer *v, Py_ssize_t n)
+{
+    if (!a || Py_REFCNT(a) != 1) return 0;
+    const Py_ssize_t wl = Py_TYPE(a)->tp_weaklistoffset;
+    if (wl > 0 && *(PyObject **)((char *)a + wl) != NULL) return 0;
+    if (PyObject_GetBuffer(a, v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return PyErr_Clear(), 0;
+    if (v->ndim == 1 && v->shape[0] == n && v->itemsize == 4 && v->format && v->format[0] == 'f' && !v->format[1])
+        return 1;
+    PyBuffer_Release(v);
+    return 0;
 }
 
 /* ==================================================================================================== */
@@ -211,10 +233,53 @@ typedef struct {
     PyObject_HEAD ModelObject *model;
     re_stream *s;
     long long steps;
+    PyObject *shape; /* (O,) */
+    PyObject *out[2]; /* the last two outputs: `y = s.step(x)` in a loop drops the older one before the next step */
+    float *backup; /* (state_floats,) the state before the current call, for the roll-back */
 } StreamObject;
+
+/* ---- the non-finite output roll-back: the state is saved before a call and put back if it went bad */
+
+static Py_ssize_t state_floats(const ModelObject *m) { return (Py_ssize_t)m->L * m->H * (m->cell == RE_LSTM ? 2 : 1); }
+
+static void save_state(re_stream *s, const ModelObject *m, float *to)
+{
+    const int kinds = m->cell == RE_LSTM ? 2 : 1;
+    for (int l = 0; l < m->L; l++)
+        for (int k = 0; k < kinds; k++, to += m->H) memcpy(to, re_state(s, l, k), sizeof(float) * (size_t)m->H);
+}
+
+static void load_state(re_stream *s, const ModelObject *m, const float *from)
+{
+    const int kinds = m->cell == RE_LSTM ? 2 : 1;
+    for (int l = 0; l < m->L; l++)
+        for (int k = 0; k < kinds; k++, from += m->H) memcpy(re_state(s, l, k), from, sizeof(float) * (size_t)m->H);
+}
+
+static int state_finite(re_stream *s, const ModelObject *m)
+{
+    const int kinds = m->cell == RE_LSTM ? 2 : 1;
+    for (int l = 0; l < m->L; l++)
+        for (int k = 0; k < kinds; k++)
+            if (!all_finite(re_state(s, l, k), m->H)) return 0;
+    return 1;
+}
+
+static PyObject *raise_bad_output(const char *what)
+{
+    if (!bad_output_fn) return PyErr_Format(PyExc_ArithmeticError, "%s: non-finite output; state rolled back", what);
+    PyObject *r = PyObject_CallFunction(bad_output_fn, "s", what); /* raises OutputError */
+    Py_XDECREF(r);
+    if (r) PyErr_SetString(PyExc_ArithmeticError, "non-finite output");
+    return NULL;
+}
 
 static void stream_dealloc(StreamObject *self)
 {
+    PyMem_Free(self->backup);
+    Py_XDECREF(self->shape);
+    Py_XDECREF(self->out[0]);
+    Py_XDECREF(self->out[1]);
     re_stream_free(self->s);
     Py_XDECREF(self->model);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -228,10 +293,24 @@ static PyObject *new_stream(ModelObject *model)
     if (!self) return NULL;
     self->s = re_stream_new(model->m);
     self->steps = 0;
+    self->backup = PyMem_Malloc(sizeof(float) * (size_t)state_floats(model));
+    self->out[0] = self->out[1] = NULL;
+    self->shape = Py_BuildValue("(n)", (Py_ssize_t)model->O);
     Py_INCREF(model);
     self->model = model;
-    if (!self->s) return Py_DECREF(self), PyErr_NoMemory();
+    if (!self->shape) return Py_DECREF(self), NULL;
+    if (!self->s || !self->backup) return Py_DECREF(self), PyErr_NoMemory();
     return (PyObject *)self;
+}
+
+/* a (O,) float32 array for this step's output: a reusable earlier one, else a new one (kept for reuse) */
+static PyObject *output_array(StreamObject *self, Py_buffer *v)
+{
+    for (int i = 0; i < 2; i++)
+        if (reusable(self->out[i], v, self->model->O)) return Py_NewRef(self->out[i]);
+    PyObject *a = new_array(self->shape, v);
+    if (a) Py_XSETREF(self->out[self->steps & 1], Py_NewRef(a)); /* alternate slots: keep the newest two */
+    return a;
 }
 
 static PyObject *stream_step(StreamObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -240,14 +319,19 @@ static PyObject *stream_step(StreamObject *self, PyObject *const *args, Py_ssize
     Py_buffer xv, yv;
     PyObject *owner = checked_sample(args[0], &xv, self->model->I);
     if (!owner) return NULL;
-    PyObject *y = new_array(self->model->O, &yv);
+    PyObject *y = output_array(self, &yv);
+    int ok = 1;
     if (y) {
+        save_state(self->s, self->model, self->backup);
         re_step(self->s, xv.buf, yv.buf);
-        self->steps++;
+        ok = all_finite(yv.buf, self->model->O) && state_finite(self->s, self->model);
+        if (ok) self->steps++;
+        else load_state(self->s, self->model, self->backup);
         PyBuffer_Release(&yv);
     }
     PyBuffer_Release(&xv);
     Py_DECREF(owner);
+    if (!ok) return Py_DECREF(y), raise_bad_output("step");
     return y;
 }
 
@@ -267,9 +351,18 @@ static PyObject *stream_run(StreamObject *self, PyObject *const *args, Py_ssize_
     const float *x = sv.buf;
     float *y = ov.buf;
     re_stream *s = self->s;
-    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t t = 0; t < T; t++) re_step(s, x + t * I, y + t * O);
-    Py_END_ALLOW_THREADS self->steps += T;
+    int ok = 1;
+    save_state(s, self->model, self->backup);
+    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t t = 0; t < T && ok; t++)
+    {
+        re_step(s, x + t * I, y + t * O);
+        ok = all_finite(y + t * O, O);
+    }
+    Py_END_ALLOW_THREADS ok = ok && state_finite(s, self->model);
+    if (ok) self->steps += T;
+    else load_state(s, self->model, self->backup);
     PyBuffer_Release(&sv), PyBuffer_Release(&ov);
+    if (!ok) return raise_bad_output("run");
     Py_RETURN_NONE;
 }
 
@@ -352,6 +445,7 @@ typedef struct {
     PyObject_HEAD ModelObject *model;
     Py_ssize_t n;
     re_stream **s;
+    float *backup; /* (n, state_floats) */
 } BatchObject;
 
 static void batch_dealloc(BatchObject *self)
@@ -359,6 +453,7 @@ static void batch_dealloc(BatchObject *self)
     if (self->s)
         for (Py_ssize_t j = 0; j < self->n; j++) re_stream_free(self->s[j]);
     PyMem_Free(self->s);
+    PyMem_Free(self->backup);
     Py_XDECREF(self->model);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -372,7 +467,8 @@ static PyObject *new_batch(ModelObject *model, Py_ssize_t n)
     Py_INCREF(model);
     self->model = model, self->n = n;
     self->s = PyMem_Calloc((size_t)n, sizeof(re_stream *));
-    if (!self->s) return Py_DECREF(self), PyErr_NoMemory();
+    self->backup = PyMem_Malloc(sizeof(float) * (size_t)n * (size_t)state_floats(model));
+    if (!self->s || !self->backup) return Py_DECREF(self), PyErr_NoMemory();
     for (Py_ssize_t j = 0; j < n; j++)
         if (!(self->s[j] = re_stream_new(model->m))) return Py_DECREF(self), PyErr_NoMemory();
     return (PyObject *)self;
@@ -393,8 +489,15 @@ static PyObject *batch_step(BatchObject *self, PyObject *const *args, Py_ssize_t
     }
     re_stream **s = self->s;
     const re_model *m = self->model->m;
+    const Py_ssize_t F = state_floats(self->model);
+    for (Py_ssize_t j = 0; j < n; j++) save_state(s[j], self->model, self->backup + j * F);
     Py_BEGIN_ALLOW_THREADS re_step_many(m, s, (int)n, xv.buf, yv.buf);
-    Py_END_ALLOW_THREADS PyBuffer_Release(&xv), PyBuffer_Release(&yv);
+    Py_END_ALLOW_THREADS int ok = all_finite(yv.buf, n * O);
+    for (Py_ssize_t j = 0; j < n && ok; j++) ok = state_finite(s[j], self->model);
+    if (!ok) /* one tick of every stream is one call: all of them go back */
+        for (Py_ssize_t j = 0; j < n; j++) load_state(s[j], self->model, self->backup + j * F);
+    PyBuffer_Release(&xv), PyBuffer_Release(&yv);
+    if (!ok) return raise_bad_output("step");
     Py_RETURN_NONE;
 }
 
@@ -442,8 +545,9 @@ static PyTypeObject BatchType = {
 
 static PyObject *configure(PyObject *mod, PyObject *args)
 {
-    PyObject *c, *nf, *e, *f;
-    if (!PyArg_ParseTuple(args, "OOOO", &c, &nf, &e, &f)) return NULL;
+    PyObject *c, *nf, *e, *f, *bad = NULL;
+    if (!PyArg_ParseTuple(args, "OOOO|O", &c, &nf, &e, &f, &bad)) return NULL;
+    if (bad) Py_XSETREF(bad_output_fn, Py_NewRef(bad));
     Py_XSETREF(coerce_fn, Py_NewRef(c));
     Py_XSETREF(not_finite_fn, Py_NewRef(nf));
     Py_XSETREF(empty_fn, Py_NewRef(e));
@@ -451,8 +555,21 @@ static PyObject *configure(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Loading reads the bundle and builds numpy copies of its tensors, then packs them: the transient copies are
+ * freed, but glibc keeps freed heap pages resident. Returning them once per load keeps a loaded model's
+ * resident memory near its packed bytes (benchmarks/coldstart_rss.py: LSTM H=256 int8 792 -> 488 KiB). */
+static PyObject *trim_heap(PyObject *mod, PyObject *unused)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
-    {"configure", configure, METH_VARARGS, "configure(coerce, not_finite, numpy.empty, numpy.float32)"}, {NULL}};
+    {"configure", configure, METH_VARARGS, "configure(coerce, not_finite, numpy.empty, numpy.dtype('float32')[, bad_output])"},
+    {"trim_heap", trim_heap, METH_NOARGS, "return freed heap pages to the OS (glibc; a no-op elsewhere)"},
+    {NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", "rnnedge's compiled streaming core", -1,
                                     module_methods};
@@ -471,6 +588,7 @@ PyMODINIT_FUNC PyInit__kernel(void)
     PyModule_AddIntConstant(m, "F32", RE_F32);
     PyModule_AddIntConstant(m, "Q8_DYNAMIC", RE_Q8_DYNAMIC);
     PyModule_AddIntConstant(m, "Q8_STATIC", RE_Q8_STATIC);
+    PyModule_AddIntConstant(m, "Q8_WEIGHT", RE_Q8_WEIGHT);
     PyModule_AddIntConstant(m, "MAX_LAYERS", RE_MAX_LAYERS);
     if (add_frontend_type(m) < 0) return NULL;
     return m;

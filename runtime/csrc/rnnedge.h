@@ -14,7 +14,8 @@
  *   y = W_y h_last + b_y
  * int8 schemes: weights int8 per output row (scale s_w[r]); each product's input vector v is quantised to
  * int8 with one scale s (int8-dynamic: s = max|v| / 127 each step; int8-static: calibrated, fixed), the
- * product is exact in int32, and out[r] = acc[r] * (s_w[r] * s) + b[r].
+ * product is exact in int32, and out[r] = acc[r] * (s_w[r] * s) + b[r]. int8 weight-only (RE_Q8_WEIGHT): the
+ * same int8 weights with float activations, out[r] = (sum_k W[r, k] v[k]) * s_w[r] + b[r] in float32.
  *
  * No allocation per step, no global mutable state (the CPU dispatch is chosen once, read-only after).
  * C11, no third-party code, no Python headers.
@@ -28,7 +29,7 @@
 #define RE_MAX_LAYERS 8
 
 enum re_cell { RE_RNN_TANH = 0, RE_RNN_RELU = 1, RE_LSTM = 2, RE_GRU = 3 };
-enum re_quant { RE_F32 = 0, RE_Q8_DYNAMIC = 1, RE_Q8_STATIC = 2 };
+enum re_quant { RE_F32 = 0, RE_Q8_DYNAMIC = 1, RE_Q8_STATIC = 2, RE_Q8_WEIGHT = 3 };
 
 /* One weight matrix as stored in a bundle: float32 (rows, cols), or int8 (rows, cols) + scale (rows,). */
 typedef struct {

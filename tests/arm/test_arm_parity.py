@@ -29,6 +29,8 @@ from rnnedge.runtime.errors import MissingDependency  # noqa: E402
 ON_ARM = platform.machine() == "aarch64"
 CPU = os.environ.get("RNNEDGE_ARM_CPU", "")
 FLOAT_ATOL = 1e-5  # float compute paths: ARM output vs the same backend's x86 output
+# ours vs the scheme's quantised reference (relative to max(1, |ref|)): float rounding and the tanh error only
+OURS_REF_TOL = 1e-5
 WEIGHT_ONLY = ("fp32", "fp16", "int8")  # schemes whose activations stay float
 OURS = ("native", "numpy")  # rnnedge's own numerics (export/quantize.py): held to x86 on every scheme
 # The compiled kernel's path per emulated CPU (model.backend.isa): SDOT only where the CPU has it
@@ -91,6 +93,14 @@ def check_against_x86(bundle: Path, backend: str, model, label: str) -> float:
     # that comes out differently moves these outputs by 8e-4 to 4e-2 (measured on the parity bundles).
     if exact:
         assert err <= FLOAT_ATOL, f"{label} {scheme}: max |arm - x86| = {err:.3g} > {FLOAT_ATOL}"
+    if backend in OURS:
+        # rec.ref is the scheme's quantised reference (int8-dynamic/static: export/quantize.py's
+        # native_reference; weight-only: PyTorch on the dequantised weights), never PyTorch float: the
+        # activation quantisation of int8-dynamic alone puts the float model 2e-3 to 1e-2 away on these
+        # bundles (measured), while ours sits within 2.4e-7 of its reference on every ISA
+        bound = OURS_REF_TOL * max(1.0, float(np.abs(rec.ref).max()))
+        ref_err = float(np.abs(out - rec.ref).max())
+        assert ref_err <= bound, f"{label} {scheme}: max |y - quantised ref| = {ref_err:.3g} > {bound:.3g}"
     print(f"{bundle.name} {label}: max|arm-x86|={err:.2e} max|y-ref|={res['max_abs_error']:.2e}")
     return err
 

@@ -2,8 +2,8 @@
 
     nice .venv/bin/python -m tests.fuzz.run_atheris TARGET [libFuzzer options] [CORPUS_DIR ...]
 
-TARGET: manifest | safetensors | tflite | onnx | csv | npy (see targets.py). With no corpus folder given,
-the checked-in seeds (tests/fuzz/corpus/TARGET) are used read-only. Examples:
+TARGET: manifest | safetensors | tflite | onnx | csv | npy | checkpoint (see targets.py). With no corpus
+folder given, the checked-in seeds (tests/fuzz/corpus/TARGET) are used read-only. Examples:
 
     nice .venv/bin/python -m tests.fuzz.run_atheris tflite -runs=100000 -timeout=10 -rss_limit_mb=2048
     nice .venv/bin/python -m tests.fuzz.run_atheris manifest -max_total_time=3600 /tmp/corpus-manifest \
@@ -33,9 +33,13 @@ def main() -> None:
 
         if target in ("csv", "npy"):
             import rnnedge.cli  # noqa: F401
+        if target == "checkpoint":
+            import rnnedge.train.checkpoint  # noqa: F401
     from tests.fuzz import targets
 
     fn = targets.TARGETS[target]
+    for seed in sorted((Path(__file__).parent / "corpus" / target).iterdir()):
+        fn(seed.read_bytes())  # warm-up: lazy imports (torch.optim, ORT) are not charged to the first unit
     args = list(sys.argv)
     if not any(a.startswith("-artifact_prefix=") for a in args):
         findings = Path(tempfile.gettempdir()) / "rnnedge-fuzz-findings"

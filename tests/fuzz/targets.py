@@ -1,6 +1,8 @@
 """Fuzz targets: one function per loader, bytes -> None. Each may raise only rnnedge's own errors
 (BundleError / InputError / RnnEdgeError); anything else, a crash, a hang or an unbounded allocation is a
-finding. Input = one selector byte (the template bundle in corpus/bundles) + the file's bytes.
+finding. Input = one selector byte (the template bundle in corpus/bundles) + the file's bytes. Selector bit 7
+set: the file is NOT re-sealed (its checksum stays the original's), so it must be rejected unless its bytes
+are the original's; loading it anyway is a "silently different model" finding.
 
 Used by the hypothesis properties (test_fuzz.py) and the atheris fuzzers (run_atheris.py).
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "corpus" / "bundles"
+RUNS = HERE / "corpus" / "runs"  # a template training run folder (checkpoint target)
 NAMES = ("t0", "t1", "t2")
 
 
@@ -28,26 +31,40 @@ class Workspace:
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.root = Path(tempfile.mkdtemp(prefix="rnnedge-fuzz-", dir=base))
         self.manifests = {}
+        self.dirty: set[Path] = set()  # files an earlier input replaced (restored before the next one)
         for name in NAMES:
             shutil.copytree(TEMPLATES / name, self.root / name)
             self.manifests[name] = json.loads((TEMPLATES / name / "manifest.json").read_text())
+        shutil.copytree(RUNS, self.root / "runs")
+
+    def restore(self) -> None:
+        for p in self.dirty:
+            rel = p.relative_to(self.root)
+            shutil.copyfile((RUNS.parent if rel.parts[0] == "runs" else TEMPLATES) / rel, p)
+        self.dirty.clear()
+
+    def put(self, path: Path, data: bytes) -> None:
+        path.write_bytes(data)
+        self.dirty.add(path)
 
     def bundle(self, data: bytes, file: str | None) -> tuple[Path, bytes] | None:
-        """Reset template data[0] and put data[1:] in `file` (re-sealing its checksum), or return None if
-        that template has no such file. file=None: data[1:] is the manifest itself."""
+        """Reset template data[0] and put data[1:] in `file` (re-sealing its checksum unless bit 7 of
+        data[0] is set), or return None if that template has no such file. file=None: data[1:] is the
+        manifest itself."""
         if not data:
             return None
-        name = NAMES[data[0] % len(NAMES)]
+        name = NAMES[(data[0] & 0x7F) % len(NAMES)]
         path, payload = self.root / name, data[1:]
         m = self.manifests[name]
-        for f in m["files"]:
-            shutil.copyfile(TEMPLATES / name / f, path / f)
+        self.restore()
         if file is None:
-            (path / "manifest.json").write_bytes(payload)
+            self.put(path / "manifest.json", payload)
             return path, payload
         if file not in m["files"]:
             return None
-        (path / file).write_bytes(payload)
+        self.put(path / file, payload)
+        if data[0] & 0x80:
+            return path, payload
         sealed = {
             **m,
             "files": {
@@ -55,8 +72,13 @@ class Workspace:
                 file: {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)},
             },
         }
-        (path / "manifest.json").write_text(json.dumps(sealed))
+        self.put(path / "manifest.json", json.dumps(sealed).encode())
         return path, payload
+
+    def changed(self, data: bytes, file: str) -> bool:
+        """Whether an unsealed input (bit 7) differs from the template's file: then it must not load."""
+        name = NAMES[(data[0] & 0x7F) % len(NAMES)]
+        return bool(data[0] & 0x80) and data[1:] != (TEMPLATES / name / file).read_bytes()
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
@@ -72,15 +94,19 @@ def workspace() -> Workspace:
     return _ws
 
 
-# Findings in code outside the runtime that are known and tracked (issue 10, CLI part): with
-# RNNEDGE_FUZZ_IGNORE_KNOWN=1 the csv target treats them as expected so a long run can look further.
-KNOWN_CLI = (UnicodeDecodeError,)
-
-
-def _errors(known: tuple = ()):
+def _errors():
     from rnnedge.runtime.errors import RnnEdgeError
 
-    return (RnnEdgeError, *(known if os.environ.get("RNNEDGE_FUZZ_IGNORE_KNOWN") else ()))
+    return (RnnEdgeError,)
+
+
+class SilentlyDifferent(AssertionError):
+    """A changed file whose checksum was not re-sealed loaded anyway."""
+
+
+def _must_reject(ws: Workspace, data: bytes, file: str) -> None:
+    if ws.changed(data, file):
+        raise SilentlyDifferent(f"a changed {file} loaded although its checksum was not updated")
 
 
 def _step(model) -> None:
@@ -105,15 +131,18 @@ def manifest(data: bytes) -> None:
 
 def safetensors(data: bytes) -> None:
     import rnnedge.runtime as rt
+    from rnnedge.runtime.backends import open_backend
 
-    got = workspace().bundle(data, "weights.safetensors")
+    ws = workspace()
+    got = ws.bundle(data, "weights.safetensors")
     if got is None:
         return
     try:
         b = rt.load_bundle(got[0])
         w = b.weights()
         assert all(np.isfinite(v).all() for v in w.values())
-        _step(rt.load(got[0]))
+        _step(rt.Model(b, open_backend("native", b, 1), "native"))  # the bundle read once
+        _must_reject(ws, data, "weights.safetensors")
     except _errors():
         pass
 
@@ -141,48 +170,99 @@ def tflite(data: bytes) -> None:
 def onnx(data: bytes) -> None:
     import rnnedge.runtime as rt
 
-    got = workspace().bundle(data, "model.onnx")
+    ws = workspace()
+    got = ws.bundle(data, "model.onnx")
     if got is None:
         return
     try:
         _step(rt.load(got[0], backend="onnxruntime"))
+        _must_reject(ws, data, "model.onnx")
     except _errors():
         pass
 
 
+_model = None
+
+
+def _input_model():
+    """The input readers' model (template t0, loaded once: the reader is under test, not the bundle)."""
+    global _model
+    if _model is None:
+        import rnnedge.runtime as rt
+
+        _model = rt.load(TEMPLATES / "t0")
+    return _model
+
+
 def csv(data: bytes) -> None:
     """The CLI's text input path (rnnedge run BUNDLE file.csv): rows -> stream.step."""
-    import rnnedge.runtime as rt
-
     from rnnedge import cli
 
     path = workspace().root / "input.csv"
     path.write_bytes(data[1:])
-    model = rt.load(workspace().root / "t0")
-    s = model.stream()
+    s = _input_model().stream()
     try:
-        for _, x in cli.text_rows(str(path)):
+        skip = bool(data[:1] and data[0] & 1)
+        for _, x in cli.text_rows(str(path), s.model.input_size, skip, warn=lambda msg: None):
             if x is None:
                 s.reset()
             else:
                 s.step(x)
-    except _errors(KNOWN_CLI):
+    except _errors():
         pass
 
 
 def npy(data: bytes) -> None:
     """The CLI's .npy input path: load_npy -> stream.run."""
-    import rnnedge.runtime as rt
-
     from rnnedge import cli
 
     path = workspace().root / "input.npy"
     path.write_bytes(data[1:])
-    model = rt.load(workspace().root / "t0")
+    model = _input_model()
     try:
         arr = cli.load_npy(str(path))
         for seq in arr if arr.ndim == 3 else [arr]:
             model.stream().run(seq)
+    except _errors():
+        pass
+
+
+def checkpoint(data: bytes) -> None:
+    """A training run folder: data[0] % 3 picks the file (checkpoint.json, the best weights, the resume
+    state), bit 7 leaves the record's checksum as it was. Loads the best model and restores the resume
+    state into a fresh optimizer/schedule, as `rnnedge export` and `train --resume` do."""
+    import torch
+    from rnnedge.train import checkpoint as ck
+
+    if not data:
+        return
+    ws = workspace()
+    ws.restore()
+    run = ws.root / "runs" / "c0"
+    record = json.loads((RUNS / "c0" / ck.RECORD).read_text())
+    which, payload = ("record", "best", "resume")[(data[0] & 0x7F) % 3], data[1:]
+    if which == "record":
+        ws.put(run / ck.RECORD, payload)
+        original = (RUNS / "c0" / ck.RECORD).read_bytes()
+    else:
+        entry = record[which]
+        ws.put(run / entry["file"], payload)
+        original = (RUNS / "c0" / entry["file"]).read_bytes()
+        if not data[0] & 0x80:
+            entry |= {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+            ws.put(run / ck.RECORD, json.dumps(record).encode())
+    try:
+        model, _ = ck.load_checkpoint(run)
+        with torch.no_grad():
+            y, _ = model(torch.zeros(1, 2, model.cfg.input_size))
+        assert torch.isfinite(y).all()
+        rec = ck.read_record(run)
+        if rec.get("resume") is not None:
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+            ck.restore_training_state(run, rec, model, opt, sched, torch.Generator())
+        if data[0] & 0x80 and which != "record" and payload != original:
+            raise SilentlyDifferent(f"a changed {which} file loaded although its checksum was not updated")
     except _errors():
         pass
 
@@ -199,6 +279,7 @@ TARGETS = {
     "onnx": onnx,
     "csv": csv,
     "npy": npy,
+    "checkpoint": checkpoint,
 }
-# the runtime's loaders (this harness's scope); csv/npy fuzz the CLI's input readers
+# the runtime's loaders; csv/npy fuzz the CLI's input readers, checkpoint the training run folder
 RUNTIME_TARGETS = ("manifest", "safetensors", "tflite", "onnx")

@@ -99,6 +99,8 @@ def test_own_schema_validator_rejects_all_that_jsonschema_rejects(km):
 def mutated(draw, target: str):
     data = bytearray(draw(st.sampled_from(seeds(target))))
     for _ in range(draw(st.integers(1, 6))):
+        if len(data) < 2:  # only the selector byte is left
+            break
         op = draw(st.integers(0, 3))
         i = draw(st.integers(1, max(1, len(data) - 1)))
         if op == 0:
@@ -133,6 +135,25 @@ def test_mutated_onnx_is_a_bundle_error_or_runs(data):
 
 
 @SETTINGS
+@given(mutated("checkpoint"), st.booleans())
+def test_mutated_checkpoints_are_checkpoint_errors_or_load(data, sealed):
+    """Re-sealed: any error is a CheckpointError; not re-sealed: any change is rejected."""
+    targets.checkpoint(bytes([data[0] | (0 if sealed else 0x80)]) + data[1:])
+
+
+@SETTINGS
+@given(mutated("npy"))
+def test_mutated_npy_inputs_are_errors_or_stream(data):
+    targets.npy(data)
+
+
+@SETTINGS
+@given(st.binary(max_size=200) | mutated("csv"))
+def test_csv_inputs_are_errors_or_stream(data):
+    targets.csv(data)
+
+
+@SETTINGS
 @given(
     st.sampled_from(["input_size", "hidden_size", "num_layers", "output_size"]),
     st.integers(min_value=-(2**64), max_value=2**64),
@@ -151,12 +172,12 @@ def test_any_size_is_rejected_or_loads_quickly(field, value):
 # atheris: a bounded coverage-guided run per loader (the long runs are in README.md)
 
 
-@pytest.mark.parametrize("target", targets.RUNTIME_TARGETS)
+@pytest.mark.parametrize("target", list(targets.TARGETS))
 def test_atheris_bounded_run(target, tmp_path):
     pytest.importorskip("atheris")
     if target == "onnx":
         pytest.importorskip("onnxruntime")
-    runs = {"onnx": 150}.get(target, 500)
+    runs = {"onnx": 150, "checkpoint": 300}.get(target, 500)
     (tmp_path / "corpus").mkdir()
     r = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run_atheris", target, f"-runs={runs}", "-timeout=20",

@@ -26,7 +26,7 @@ int main(void)
     float x[I] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -0.25f, 3.0f}, y[O];
     int failed = 0;
     for (int cell = RE_RNN_TANH; cell <= RE_GRU; cell++)
-        for (int quant = RE_F32; quant <= RE_Q8_STATIC; quant++) {
+        for (int quant = RE_F32; quant <= RE_Q8_WEIGHT; quant++) {
             re_model_desc d = {cell, quant, I, H, L, O, {{0}}, {{0}}, {0}};
             const re_matrix_desc m = {quant == RE_F32 ? w : NULL, quant == RE_F32 ? NULL : q, s, b, 0.05f};
             for (int l = 0; l < L; l++) d.ih[l] = d.hh[l] = m;
