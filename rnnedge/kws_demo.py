@@ -203,7 +203,9 @@ def main(argv=None) -> int:
         make_words(words)
     print("2. training")
     run = out / "run"
-    if not (run / "config.json").exists():
+    from rnnedge.train.checkpoint import has_run
+
+    if not has_run(run):
         rnnedge(
             "train", "--data", words, "--cell", "gru", "--hidden", a.hidden, "--epochs", a.epochs,
             "--batch-size", 32, "--threads", 1, "--out", run, "--no-progress", "--force",

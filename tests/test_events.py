@@ -93,7 +93,9 @@ def chirp_bundle(tmp_path_factory):
         "--batch-size", "16", "--augment", "3", "--threads", "1", "--out", root / "run", "--no-progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    cfg = json.loads((root / "run" / "config.json").read_text())
+    from rnnedge.train.checkpoint import load_checkpoint
+
+    _, cfg = load_checkpoint(root / "run")
     assert cfg["frontend"]["kind"] == "logmel" and cfg["task"]["labels"] == ["background", "down", "up"]
     r = rnnedge("export", root / "run", "-q", "fp32", "--out", root / "bundle")
     assert r.returncode == 0, r.stderr
