@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class ExportJob:
     options: dict = field(default_factory=dict)  # format options by key, e.g. {"tflite_target": "litert"}
     source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
     signal: dict = field(default_factory=dict)  # the manifest's frontend / decisions sections (audio runs)
+    # the user's ORIGINAL model (bring-your-own routes, export/import_torch.py, export/import_onnx.py):
+    # raw (T, I) -> (T, O) every step, or (O,) last step only; the native bundle is checked against it
+    original: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self):
         quantize.check_scheme(self.scheme)
@@ -54,6 +58,11 @@ class ExportJob:
             names = ", ".join(bad[:4])
             raise ExportError(f"the model has non-finite (NaN/Inf) values in {names}: retrain it")
         registry.check_options(self.options)
+        if self.cfg.cell == "gru_lbr0" and self.scheme in quantize.ACTIVATION_QUANTISED:
+            raise ExportError(
+                f"{self.scheme} is not defined for gru_lbr0 (the GRU with linear_before_reset=0) yet: "
+                "use fp32, fp16 or int8 (weight-only)"
+            )
         self.folded = fold_normalization(self.model)
 
     def format_options(self, fmt: ExportFormat):
@@ -104,6 +113,10 @@ def export(
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
     fmts = [registry.get(name) for name in dict.fromkeys(["native", *formats])]
+    if job.cfg.cell == "gru_lbr0" and len(fmts) > 1:
+        raise ExportError(
+            "gru_lbr0 (the GRU with linear_before_reset=0) has a native bundle only yet: drop -f onnx/tflite"
+        )
     recover_stale(out, log)  # a killed earlier run may have left OUT half-installed: repair it first
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")
@@ -128,6 +141,13 @@ def export(
                 if not res["ok"]:
                     failed.append(backend)
                 warn_accuracy_drop(backend, res, manifest["evaluation"], log)
+        if job.original is not None:
+            res = manifest["parity"]["original"] = verify_original(tmp, job)
+            log(f"  parity {'original':15s} {summarize(res)} (native bundle vs the model as given)")
+            if not res["ok"] and res["gating"]:
+                failed.append("original")
+            elif not res["ok"]:
+                log(f"  WARNING: {job.scheme} is outside {res['tolerance']} of the original model")
         write_manifest(tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -168,6 +188,39 @@ def failure_hint(fmts: list, job: ExportJob, backend: str, res: dict) -> str | N
         if fmt.failure_hint and backend in fmt.verified_on(job):
             return fmt.failure_hint(job, backend, res)
     return None
+
+
+def verify_original(folder: Path, job: ExportJob) -> dict:
+    """The native bundle against the user's original model. fp32 must match it like the reference
+    (gating); other schemes differ from it by their own rounding, so the result is recorded and warned
+    about (their gate is the quantised reference)."""
+    from .verify import ATOL, MAX_REL_ERROR, RTOL
+
+    stream = load_runtime(folder, backend="native").stream()
+    max_err = max_excess = 0.0
+    lo, hi, agree = np.inf, -np.inf, 0
+    for seq in job.eval_seqs:
+        ref = np.asarray(job.original(seq), np.float32)
+        out = stream.run(seq)
+        out = out if ref.ndim == 2 else out[-1]  # a many-to-one original returns its last step only
+        err = np.abs(out - ref)
+        max_err = max(max_err, float(err.max()))
+        max_excess = max(max_excess, float((err - (ATOL + RTOL * np.abs(ref))).max()))
+        lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+        agree += int(
+            np.argmax(out.reshape(-1, out.shape[-1])[-1]) == np.argmax(ref.reshape(-1, ref.shape[-1])[-1])
+        )
+    n = len(job.eval_seqs)
+    res = {"sequences": n, "max_abs_error": max_err, "relative_error": max_err / max(hi - lo, 1e-6)}
+    if job.task["kind"] == "classify":
+        res["agreement"] = agree / n
+    res["gating"] = job.scheme == "fp32"
+    if res["gating"]:
+        res["tolerance"], res["ok"] = f"|y-original| <= {ATOL:g} + {RTOL:g}*|original|", max_excess <= 0.0
+    else:
+        res["tolerance"] = f"max |y-original| <= {MAX_REL_ERROR:.0%} of the output range"
+        res["ok"] = bool(res["relative_error"] <= MAX_REL_ERROR)
+    return res
 
 
 def warn_accuracy_drop(backend: str, res: dict, evaluation: dict, log, points: float = 0.02) -> None:

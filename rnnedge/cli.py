@@ -123,10 +123,61 @@ def add_train(sub):
         action="store_true",
         help="no progress (otherwise a bar on a terminal, one plain line per epoch in a log or pipe)",
     )
+    p.add_argument(
+        "--stream-train",
+        action="store_true",
+        help="train on long streams (the training sequences end to end, state carried across --tbptt "
+        "windows and sequences, never reset; --tbptt defaults to 50 here), as a deployed model runs",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel training on N local processes (PyTorch DDP, gloo), the same result as one "
+        "process up to float summation order; under torchrun each process is one rank (README). Default: 1",
+    )
+    add_qat_options(p)
     p.set_defaults(func=cmd_train)
 
 
+def add_qat_options(p):
+    g = p.add_argument_group(
+        "quantisation-aware training",
+        "fine-tune a float run through one export scheme's exact arithmetic, e.g. `rnnedge train "
+        "--qat int8-static --qat-target tflite --from runs/basic_motions-lstm -o runs/bm-qat`; then "
+        "`rnnedge export runs/bm-qat --scheme int8-static --format tflite` computes what training reported",
+    )
+    g.add_argument("--qat", metavar="SCHEME", choices=("int8", "int8-dynamic", "int8-static"), help="scheme")
+    g.add_argument("--from", dest="from_run", type=Path, metavar="RUN", help="the float run to fine-tune")
+    g.add_argument(
+        "--qat-target",
+        default="native",
+        choices=("native", "tflite"),
+        help="whose arithmetic: the native bundle's, or TFLite's a8w8 full-integer graph (int8-static)",
+    )
+    g.add_argument(
+        "--qat-state-limit",
+        type=float,
+        metavar="C",
+        help="tflite: softly bound the LSTM cell state to +-C while fine-tuning, so its calibrated int8 "
+        "grid is finer (default: off)",
+    )
+    g.add_argument(
+        "--qat-state-weight",
+        type=float,
+        default=1e-3,
+        help="weight of --qat-state-limit (default: %(default)s)",
+    )
+    g.add_argument("--qat-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)")
+    g.add_argument(
+        "--qat-lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
+    )
+
+
 def cmd_train(a) -> int:
+    if a.qat or a.from_run:
+        return cmd_train_qat(a)
     from rnnedge.train.trainer import TrainConfig, resume, train
 
     if a.resume is not None:
@@ -153,8 +204,15 @@ def cmd_train(a) -> int:
         seed=a.seed,
         threads=a.threads,
         audio=audio_train_options(a),
+        stream=a.stream_train,
     )
     out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
+    if a.nproc > 1 or distributed_launch():
+        from rnnedge.train.distributed import run
+
+        cfg.threads = max(1, cfg.threads // max(1, a.nproc))  # the cores are shared between the ranks
+        run(cfg, out, a.nproc, force=a.force, progress=not a.no_progress)
+        return EXIT_OK
     _, metrics = train(cfg, out, force=a.force, progress=not a.no_progress)
     return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
 
@@ -182,6 +240,37 @@ def audio_train_options(a) -> dict | None:
     if not Path(a.data).is_dir():
         return None
     return {"features": a.features, "n_mels": a.mels, "n_mfcc": a.mfcc, "augment": a.augment}
+
+
+def distributed_launch() -> bool:
+    """Started by torchrun (every rank runs `rnnedge train ...`)."""
+    import os
+
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def cmd_train_qat(a) -> int:
+    from rnnedge.train.qat import train_qat
+    from rnnedge.train.trainer import TrainError
+
+    if not (a.qat and a.from_run):
+        raise TrainError("quantisation-aware training needs both --qat SCHEME and --from RUN (a float run)")
+    out = a.out or a.from_run.with_name(f"{a.from_run.name}-qat-{a.qat}-{a.qat_target}")
+    train_qat(
+        a.from_run,
+        a.qat,
+        out,
+        a.qat_target,
+        epochs=a.qat_epochs,
+        lr=a.qat_lr,
+        state_limit=a.qat_state_limit,
+        state_weight=a.qat_state_weight,
+        threads=a.threads,
+        **({"stream": True, "tbptt": a.tbptt or 50} if a.stream_train else {}),
+        force=a.force,
+        progress=not a.no_progress,
+    )
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------
@@ -245,6 +334,11 @@ def cmd_export(a) -> int:
     from rnnedge.export.exporter import export, job_from_run
     from rnnedge.export.formats import FORMATS, check_options
 
+    if a.run.is_file():
+        raise RnnEdgeError(
+            f"{a.run} is a file, not a training run folder: to export your own model use "
+            f"`rnnedge import {a.run} --arch ...` (PyTorch state_dict) or `rnnedge import model.onnx`"
+        )
     options = {key: getattr(a, key) for f in FORMATS.values() for key in f.keys()}
     check_options(options)  # before the checkpoint and the dataset are loaded
     for scheme in a.quant:
@@ -255,6 +349,85 @@ def cmd_export(a) -> int:
         print(f"exporting {a.run} as {scheme} -> {out}")
         job = job_from_run(a.run, scheme, data=a.data, options=options)
         export(job, a.format, out, force=a.force)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# import: bring your own model (a PyTorch state_dict + declared architecture, or a standard ONNX file)
+
+
+def add_import(sub):
+    p = sub.add_parser(
+        "import",
+        help="export your own model (PyTorch state_dict + --arch, or a standard .onnx) to a verified bundle",
+        description="Bring your own model: map a PyTorch state_dict with a declared architecture (--arch) or "
+        "an ONNX graph built around the LSTM/GRU/RNN operators onto rnnedge's model, then quantise, export "
+        "and verify it like `rnnedge export`, also against the ORIGINAL model (your weights in PyTorch, or "
+        "ONNX Runtime on your file). Unsupported parts are refused with the module/node name and the reason.",
+        epilog="examples:\n"
+        "  rnnedge import lstm.pt --arch arch.json --data basic_motions -q fp32,int8 -o bundles/mine\n"
+        '  rnnedge import lstm.pt --arch \'{"modules": [{"name": "lstm", "type": "LSTM", "input_size": 6, '
+        '"hidden_size": 24, "batch_first": true}, {"name": "fc", "type": "Linear", "in_features": 24, '
+        '"out_features": 4}]}\'\n'
+        "  rnnedge import model.onnx --data my_sensor.npz --out bundles/from-onnx\n"
+        "See README 'Bring your own model' for the --arch format.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, help="state_dict (.pt / .pth / .safetensors) or ONNX file (.onnx)")
+    p.add_argument("--arch", help="state_dict only: architecture JSON (a file or inline)")
+    p.add_argument(
+        "--quant", "-q", type=csv_list(SCHEMES), default=["fp32"], help="scheme(s) (default: fp32)"
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        type=csv_list(("native", "onnx", "tflite")),
+        default=["native"],
+        help="native (always written), onnx, tflite (default: native)",
+    )
+    p.add_argument(
+        "--task",
+        choices=("classify", "regress", "forecast"),
+        default="classify",
+        help="classify = decision at the last step (default), regress = every step, forecast = next sample",
+    )
+    p.add_argument("--labels", help="class names, comma-separated (default: from --data, else 0..O-1)")
+    p.add_argument(
+        "--data",
+        help="dataset name or .npz for parity, accuracy and int8-static calibration (default: seeded "
+        "synthetic sequences, parity only)",
+    )
+    p.add_argument("--out", "-o", type=Path, help="bundle folder (default: MODEL-<scheme> beside the file)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_import(a) -> int:
+    labels = [x.strip() for x in a.labels.split(",")] if a.labels else None
+    for scheme in a.quant:
+        if a.out is None:
+            out = a.model.parent / f"{a.model.stem}-{scheme}"
+        else:
+            out = a.out / scheme if len(a.quant) > 1 else a.out
+        print(f"importing {a.model} as {scheme} -> {out}")
+        kw = dict(quant=scheme, formats=a.format, task=a.task, labels=labels, data=a.data, force=a.force)
+        if a.model.suffix == ".onnx":
+            if a.arch:
+                raise RnnEdgeError("--arch is for PyTorch state_dicts; an ONNX file describes itself")
+            from rnnedge.export.import_onnx import from_onnx
+
+            from_onnx(a.model, out, **kw)
+            continue
+        from rnnedge.export.import_torch import arch_module, file_sha256, from_torch, read_state_dict
+
+        if not a.arch:
+            raise RnnEdgeError(
+                f"{a.model}: a state_dict needs --arch (the modules in order, see README 'Bring your own "
+                "model'); for an ONNX file use a .onnx name"
+            )
+        module, norm = arch_module(read_state_dict(a.model), a.arch)
+        source = {"kind": "torch-state-dict", "file": str(a.model.resolve()), "sha256": file_sha256(a.model)}
+        from_torch(module, out, source=source, **norm, **kw)
     return 0
 
 
@@ -270,8 +443,13 @@ def add_run(sub):
         "comma- or space-separated, UTF-8, lines up to 1 MiB; a first line with no number in it is a "
         "header; any other line that is not the model's number of values is an error naming the line, "
         "see --skip-bad-lines), a .npy array (T, I) or (N, T, I), "
-        "or stdin ('-'). Output: one line per sample, flushed at once, so it can sit in a pipe "
-        "behind a sensor. In CSV/stdin input a blank line ends a sequence (the state is reset).",
+        "a .npz file in the training format (X (N, T, I), optional lengths (N,): only the first "
+        "lengths[i] steps of sequence i are streamed), or stdin ('-'). Output: one line per sample, "
+        "flushed at once, so it can sit in a pipe behind a sensor. Sequences: each one starts from a fresh "
+        "state; in CSV/stdin input a blank line ends a sequence (the state is reset). The end of a "
+        "sequence is marked the same way in the output: one blank line after its last output line "
+        "(after every sequence of an (N, T, I) input, and wherever the input had a blank line); "
+        "--index adds the sequence number as a first column instead.",
     )
     p.add_argument("bundle", type=Path, help="bundle folder (from `rnnedge export`)")
     p.add_argument("input", nargs="?", default="-", help="CSV or .npy file, or - for stdin (default)")
@@ -294,6 +472,11 @@ def add_run(sub):
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
     add_audio_run_args(p)
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help="prefix each output line with its sequence number (0, 1, ...) instead of blank-line markers",
+    )
     p.add_argument(
         "--skip-bad-lines",
         action="store_true",
@@ -397,28 +580,40 @@ def cmd_run(a) -> int:
         return cmd_run_audio(a, model)
     stream = model.stream(nonfinite=a.nonfinite)
     out = sys.stdout
+    seq = 0
 
     def emit(y):
+        prefix = f"{seq}," if a.index else ""
         if a.decision and model.task == "classify":
-            out.write(f"{model.decide(y)}\n")
+            out.write(f"{prefix}{model.decide(y)}\n")
         else:
-            out.write(",".join(f"{v:.6g}" for v in y) + "\n")
+            out.write(prefix + ",".join(f"{v:.6g}" for v in y) + "\n")
         out.flush()
+
+    def end_of_sequence():  # the documented marker: a blank line (or, with --index, the next number)
+        nonlocal seq
+        if not a.index:
+            out.write("\n")
+            out.flush()
+        seq += 1
 
     if a.generate is not None:
         seed = read_all(a.input, model.input_size, a.skip_bad_lines)
         for y in stream.generate(seed, a.generate):
             emit(y)
         return 0
-    if a.input != "-" and a.input.endswith(".npy"):
-        arr = load_npy(a.input)
-        for seq in arr if arr.ndim == 3 else [arr]:
-            for y in stream.run(seq):
+    if a.input != "-" and a.input.endswith((".npy", ".npz")):
+        seqs, several = load_sequences(a.input)
+        for x in seqs:
+            for y in stream.run(x) if len(x) else ():  # run() starts from a fresh state
                 emit(y)
+            if several:
+                end_of_sequence()
         return 0
     for lineno, x in text_rows(a.input, model.input_size, a.skip_bad_lines):
         if x is None:
             stream.reset()
+            end_of_sequence()
             continue
         try:
             y = stream.step(x)
@@ -426,6 +621,43 @@ def cmd_run(a) -> int:
             raise InputError(f"{a.input}:{lineno}: {e}") from None
         emit(y)
     return 0
+
+
+def load_sequences(path: str, max_bytes: int = 1 << 30) -> tuple[list, bool]:
+    """.npy (T, I) or (N, T, I), or .npz with X (N, T, I) and optional lengths (N,) -> list of (T_i, I),
+    and whether the file holds sequences (N, ...) rather than one (T, I) recording."""
+    import zipfile
+
+    import numpy as np
+
+    if path.endswith(".npy"):
+        arr = load_npy(path)
+        return (list(arr), True) if arr.ndim == 3 else ([arr], False)
+    try:
+        with zipfile.ZipFile(path) as zf:  # declared sizes first: never decompress an unbounded member
+            big = [i.filename for i in zf.infolist() if i.file_size > max_bytes]
+        if big:
+            raise RnnEdgeError(f"{path}: {big[0]} is larger than {max_bytes >> 20} MiB uncompressed")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("X", "lengths") if k in z.files}
+    except RnnEdgeError:
+        raise
+    except Exception as e:
+        raise RnnEdgeError(f"cannot read {path} as .npz: {e}") from e
+    X = arrays.get("X")
+    if X is None or X.ndim != 3:
+        raise RnnEdgeError(f"{path}: needs an array X of shape (N, T, I) (the training format)")
+    lengths = arrays.get("lengths")
+    if lengths is None:
+        return list(X), True
+    if (
+        lengths.shape != (len(X),)
+        or lengths.dtype.kind not in "iu"
+        or (lengths < 0).any()
+        or (lengths > X.shape[1]).any()
+    ):
+        raise RnnEdgeError(f"{path}: lengths must be {len(X)} integers in 0..{X.shape[1]}")
+    return [x[:n] for x, n in zip(X, lengths.tolist())], True
 
 
 MAX_LINE = 1 << 20  # bytes in one input line: a longer one is an error, never an unbounded read
@@ -567,6 +799,13 @@ def cmd_info(a) -> int:
     labels = task.get("labels")
     print(f"task       {task.get('kind')}" + (f"  labels {', '.join(labels)}" if labels else ""))
     print(f"quant      {m['quant']['scheme']}")
+    src = m.get("source", {})
+    if src.get("kind"):  # an imported model: where it came from
+        origin = src.get("file") or src.get("module", "")
+        print(
+            f"source     {src['kind']}  {origin}"
+            + (f"  sha256 {src['sha256'][:16]}..." if "sha256" in src else "")
+        )
     print("state      " + ", ".join(f"{s['input']}->{s['output']} {s['shape']}" for s in m["io"]["state"]))
     print("files      " + ", ".join(f"{n} ({i['bytes'] / 1024:.1f} KiB)" for n, i in m["files"].items()))
     for name, ev in m.get("evaluation", {}).items():
@@ -604,6 +843,7 @@ EXAMPLES = {
     "run": """  rnnedge run bundle/ samples.csv                  # one output line per input line
   sensor-reader | rnnedge run bundle/ - --decision   # stdin, the predicted label per sample
   rnnedge run bundle/ test.npy --backend onnxruntime
+  rnnedge run bundle/ data.npz --index              # X (N, T, I) + lengths; sequence number per line
   rnnedge run bundle/ seed.csv --generate 100      # forecast models: 100 steps past the seed""",
     "info": """  rnnedge info runs/bm/bundle-int8
   rnnedge info runs/bm/bundle-int8 --json | jq .parity""",
@@ -612,7 +852,7 @@ EXAMPLES = {
 }
 
 # the extra a command cannot start without (its heavy imports), checked before the command runs
-EXTRA_NEEDED = {"train": "train", "export": "export", "demo": "train", "report": "train"}
+EXTRA_NEEDED = {"train": "train", "export": "export", "import": "export", "demo": "train", "report": "train"}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -653,6 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     add_train(sub)
     add_export(sub)
+    add_import(sub)
     add_run(sub)
     add_info(sub)
     from rnnedge.demo import add_demo

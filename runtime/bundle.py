@@ -22,7 +22,8 @@ import numpy as np
 from .errors import BundleError
 from .fileio import atomic_write_bytes, atomic_write_text, current_umask  # noqa: F401 (re-exported)
 from .quant import dequantize
-from .vocab import CELLS, FORMATS, SCHEMES  # noqa: F401 (the manifest schema's enums)
+from .vocab import BUNDLE_CELLS as CELLS  # noqa: F401 (the manifest schema's enums)
+from .vocab import FORMATS, SCHEMES  # noqa: F401
 
 FORMAT = "rnnedge-bundle"
 FORMAT_VERSION = 1
@@ -203,7 +204,7 @@ def _pattern_match(pattern: str, value: str) -> bool:
 
 
 def gates(cell: str) -> int:
-    return {"lstm": 4, "gru": 3}.get(cell, 1)
+    return {"lstm": 4, "gru": 3, "gru_lbr0": 3}.get(cell, 1)
 
 
 def weights_spec(

@@ -6,6 +6,9 @@ buffer xh = [x; h; 1], so a step is one matmul plus a few in-place ufuncs and no
     LSTM  rows [i, f, o, g] (PyTorch's i,f,g,o reordered so the three sigmoid gates are contiguous)
     GRU   rows [r, z, n_x, n_h]  with n_x = W_in x + b_in and n_h = W_hn h + b_hn kept apart, because
           PyTorch's reset gate multiplies (W_hn h + b_hn), not h
+    GRU_LBR0 (ONNX GRU linear_before_reset=0, Keras reset_after=False): the reset gate multiplies h BEFORE
+          the hidden product, n = tanh(W_in x + b_in + W_hn (r*h) + b_hn): rows [r, z, n_x] with b_hn in
+          n_x, and W_hn (H, H) kept as a second matrix applied to r*h
     RNN   rows [a]               h = tanh(a) or relu(a)
 
 Sigmoid rows are pre-scaled by 0.5 (exact in binary floating point) so that one tanh over all gates does the
@@ -31,6 +34,12 @@ def fuse_layer(cell: str, w_ih, w_hh, b_ih, b_hh) -> np.ndarray:
         order = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]  # i,f,g,o -> i,f,o,g
         W = np.concatenate([w_ih, w_hh, (b_ih + b_hh)[:, None]], axis=1)[order]
         W[: 3 * H] *= 0.5
+    elif cell == "gru_lbr0":  # rows [r, z, n_x; W_hn]: LayerState splits off W_hn (applied to r*h)
+        W = np.zeros((4 * H, I + H + 1), np.float32)
+        W[: 2 * H] = 0.5 * np.concatenate([w_ih[: 2 * H], w_hh[: 2 * H], (b_ih + b_hh)[: 2 * H, None]], 1)
+        W[2 * H : 3 * H, :I] = w_ih[2 * H :]
+        W[2 * H : 3 * H, -1] = b_ih[2 * H :] + b_hh[2 * H :]
+        W[3 * H :, I : I + H] = w_hh[2 * H :]
     elif cell == "gru":
         W = np.zeros((4 * H, I + H + 1), np.float32)
         W[: 2 * H] = 0.5 * np.concatenate([w_ih[: 2 * H], w_hh[: 2 * H], (b_ih + b_hh)[: 2 * H, None]], 1)
@@ -57,6 +66,8 @@ class LayerState:
 
     def __init__(self, cell: str, W: np.ndarray, input_size: int, hidden_size: int):
         I, H = input_size, hidden_size
+        if cell == "gru_lbr0":
+            W, self.W_hn = np.ascontiguousarray(W[: 3 * H]), np.ascontiguousarray(W[3 * H :, I : I + H])
         self.W = W  # (rows, I+H+1), shared by every stream
         self.xh = np.zeros(I + H + 1, np.float32)  # (I+H+1,)
         self.xh[-1] = 1.0
@@ -85,6 +96,10 @@ class LayerState:
                 g[3 * H :],
             )
             self.step = self._gru
+        elif cell == "gru_lbr0":
+            self.sig, self.r, self.z, self.nx = g[: 2 * H], g[:H], g[H : 2 * H], g[2 * H :]
+            self.nh = np.empty(H, np.float32)
+            self.step = self._gru_lbr0
         elif cell == "rnn_tanh":
             self.step = self._rnn_tanh
         elif cell == "rnn_relu":
@@ -119,6 +134,19 @@ class LayerState:
         np.subtract(self.h, self.nx, out=self.tmp)
         self.tmp *= self.z
         np.add(self.nx, self.tmp, out=self.h)  # h = n + z*(h - n) = (1-z)*n + z*h
+
+    def _gru_lbr0(self):
+        np.dot(self.W, self.xh, out=self.g)  # W (3H, I+H+1) @ xh -> [r, z, n_x]
+        np.tanh(self.sig, out=self.sig)
+        self.sig *= 0.5
+        self.sig += 0.5  # r, z = sigmoid
+        np.multiply(self.r, self.h, out=self.tmp)
+        np.dot(self.W_hn, self.tmp, out=self.nh)  # W_hn (r*h)
+        self.nx += self.nh
+        np.tanh(self.nx, out=self.nx)  # n = tanh(W_in x + b_in + b_hn + W_hn (r*h))
+        np.subtract(self.h, self.nx, out=self.tmp)
+        self.tmp *= self.z
+        np.add(self.nx, self.tmp, out=self.h)  # h = (1-z)*n + z*h
 
     def _rnn_tanh(self):
         np.dot(self.W, self.xh, out=self.g)

@@ -6,6 +6,10 @@ Standard library only, so any module may import it at no cost."""
 from __future__ import annotations
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")  # PyTorch nn.RNN(tanh/relu), nn.LSTM, nn.GRU
+# cells only an import produces (export/import_onnx.py): ONNX's default GRU, linear_before_reset=0 (float
+# schemes, native bundles; runtime/cells.py, train/model.py GRULbr0)
+IMPORTED_CELLS = ("gru_lbr0",)
+BUNDLE_CELLS = CELLS + IMPORTED_CELLS  # what a bundle may hold (the manifest schema's enum)
 
 SCHEMES = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static")
 WEIGHT_ONLY = ("fp32", "fp16", "int8")  # compute in float32 with the scheme's weights

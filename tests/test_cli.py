@@ -98,6 +98,8 @@ def test_run_streams_line_by_line_through_a_pipe(pipeline):
             line = p.stdout.readline()  # would block forever if the CLI buffered its output
             assert len(line.split(",")) == 4
         p.stdin.write("\n")  # blank line: the sequence ended, reset
+        p.stdin.flush()
+        assert p.stdout.readline() == "\n"  # the same marker in the output
         p.stdin.write(" ".join(map(str, x[0])) + "\n")
         p.stdin.flush()
         after_reset = p.stdout.readline()

@@ -53,7 +53,9 @@ def shadowed(tmp_path, *modules) -> dict:
 
 def test_every_vocabulary_comes_from_runtime_vocab():
     schema = B.manifest_schema()["properties"]
-    assert schema["model"]["properties"]["cell"]["enum"] == list(vocab.CELLS)
+    assert schema["model"]["properties"]["cell"]["enum"] == list(
+        vocab.BUNDLE_CELLS
+    )  # + cells only imports make
     assert schema["quant"]["properties"]["scheme"]["enum"] == list(vocab.SCHEMES)
     assert schema["artifacts"]["propertyNames"]["enum"] == list(vocab.FORMATS)
     assert tuple(formats.FORMATS) == vocab.FORMATS

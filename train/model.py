@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from rnnedge.runtime.vocab import CELLS
+from rnnedge.runtime.vocab import CELLS, IMPORTED_CELLS
 from torch import nn
 
 
 @dataclass
 class ModelConfig:
-    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru
+    cell: str = "lstm"  # rnn_tanh | rnn_relu | lstm | gru | gru_lbr0
     input_size: int = 6
     hidden_size: int = 32
     num_layers: int = 1  # 1-3 stacked
@@ -24,8 +24,8 @@ class ModelConfig:
     dropout: float = 0.0  # between stacked layers (training only)
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell not in CELLS + IMPORTED_CELLS:
+            raise ValueError(f"cell must be one of {CELLS + IMPORTED_CELLS}, got {self.cell!r}")
         if not 1 <= self.num_layers <= 3:
             raise ValueError(f"num_layers must be 1-3, got {self.num_layers}")
         for k in ("input_size", "hidden_size", "output_size"):
@@ -48,7 +48,44 @@ def make_rnn(cfg: ModelConfig) -> nn.Module:
         return nn.LSTM(**kw)
     if cfg.cell == "gru":
         return nn.GRU(**kw)
+    if cfg.cell == "gru_lbr0":
+        return GRULbr0(**kw)
     return nn.RNN(nonlinearity=cfg.cell.split("_")[1], **kw)
+
+
+class GRULbr0(nn.Module):
+    """The other GRU (ONNX GRU with linear_before_reset=0, its default; Keras reset_after=False): the reset
+    gate multiplies h before the hidden product, n = tanh(W_in x + b_in + W_hn (r * h) + b_hn). Same
+    parameter names, layouts (gates r, z, n) and call as a batch_first nn.GRU. A plain loop: the reference
+    for imported models, not for training speed."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, batch_first=True, dropout=0.0):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        bound = hidden_size**-0.5
+        for k in range(num_layers):
+            for kind, cols in (("ih", input_size if k == 0 else hidden_size), ("hh", hidden_size)):
+                w = nn.Parameter(torch.empty(3 * hidden_size, cols).uniform_(-bound, bound))
+                b = nn.Parameter(torch.empty(3 * hidden_size).uniform_(-bound, bound))
+                self.register_parameter(f"weight_{kind}_l{k}", w)
+                self.register_parameter(f"bias_{kind}_l{k}", b)
+
+    def forward(self, x: torch.Tensor, h=None):
+        """x (B, T, I), h (L, B, H) or None -> (B, T, H), (L, B, H)."""
+        H = self.hidden_size
+        h = list(h) if h is not None else [x.new_zeros(x.shape[0], H)] * self.num_layers
+        ys = []
+        for t in range(x.shape[1]):
+            v = x[:, t]
+            for k in range(self.num_layers):
+                gx = v @ getattr(self, f"weight_ih_l{k}").T + getattr(self, f"bias_ih_l{k}")
+                w_hh, b_hh = getattr(self, f"weight_hh_l{k}"), getattr(self, f"bias_hh_l{k}")
+                rz = torch.sigmoid(gx[:, : 2 * H] + h[k] @ w_hh[: 2 * H].T + b_hh[: 2 * H])
+                r, z = rz[:, :H], rz[:, H:]
+                n = torch.tanh(gx[:, 2 * H :] + (r * h[k]) @ w_hh[2 * H :].T + b_hh[2 * H :])
+                h[k] = v = (1 - z) * n + z * h[k]
+            ys.append(v)
+        return torch.stack(ys, 1), torch.stack(h)
 
 
 class RecurrentModel(nn.Module):

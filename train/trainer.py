@@ -72,6 +72,10 @@ class TrainConfig:
     # epoch, so the model sees levels beyond the training period's: a trending series (airline) leaves that
     # range in the test period. Airline, unseen months: RMSE 21.2 with 0.3 (seasonal-naive 42.0). 0 = off
     scale_augment: float = 0.3
+    # train on long streams of the training sequences end to end, the state carried across windows of
+    # `tbptt` steps and across sequences, never reset (train/stream_train.py)
+    stream: bool = False
+    nproc: int = 1  # data-parallel processes (train/distributed.py); results as one process
 
 
 # ----------------------------------------------------------------------------
@@ -151,35 +155,53 @@ def detach(state):
 
 
 def train_epoch(
-    model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator
+    model, opt, split: Split, task: str, cfg: TrainConfig, gen: torch.Generator, dist=None
 ) -> tuple[float, float]:
-    """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping)."""
+    """One pass over the data; returns (mean loss per sequence, mean gradient norm before clipping).
+    dist (distributed.DistContext): this rank trains its shard of every global batch, see distributed.py."""
     model.train()
     perm = torch.randperm(len(split), generator=gen).numpy()
     total, norms = 0.0, []
     for b in range(0, len(perm), cfg.batch_size):
         idx = perm[b : b + cfg.batch_size]
+        n_norm = len(idx) if task == "classify" else float(split.lengths[idx].sum())  # the global batch's
+        T = int(split.lengths[idx].max())
+        u = None
+        if task == "forecast" and cfg.scale_augment > 0:  # drawn for the global batch (ranks stay in step)
+            u = (torch.rand(len(idx), 1, 1, generator=gen) * 2 - 1) * cfg.scale_augment
+        pos = np.arange(len(idx))
+        if dist is not None:  # this rank's shard; an empty shard runs a stand-in sequence and scores nothing
+            pos, own = (dist.shard(pos), True) if len(dist.shard(pos)) else (pos[:1], False)
+        idx = idx[pos]
         lb = torch.from_numpy(split.lengths[idx])
-        T = int(lb.max())
         xb = torch.from_numpy(split.X[idx, :T])
         yb = torch.from_numpy(split.y[idx] if task == "classify" else split.y[idx, :T])
-        if task == "forecast" and cfg.scale_augment > 0:
-            u = (torch.rand(len(idx), 1, 1, generator=gen) * 2 - 1) * cfg.scale_augment
-            xb, yb = xb * torch.exp(u), yb * torch.exp(u)  # (B, T, C): one level change per sequence
-        n_norm = len(idx) if task == "classify" else float(lb.sum())
+        if u is not None:
+            xb, yb = xb * torch.exp(u[pos]), yb * torch.exp(u[pos])  # (B, T, C): one level per sequence
         K = cfg.tbptt if cfg.tbptt > 0 else T
         state = None
         for s in range(0, T, K):
             loss, state = window_loss(model, task, xb, yb, lb, state, s, min(s + K, T), n_norm, cfg.tail)
             state = detach(state)  # truncated BPTT: gradients stop at the window edge, the state carries on
-            if loss is None:
+            if dist is not None:
+                loss = None if loss is None or not own else loss
+                if not dist.any(loss is not None):
+                    continue
+                # every rank joins DDP's gradient all-reduce; the average of N * (shard loss / global norm)
+                # is the one-process gradient
+                zero = sum(p.sum() for p in model.parameters()) * 0
+                scaled = dist.world * (loss if loss is not None else zero)
+            elif loss is None:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if dist is None else scaled).backward()
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
             norms.append(float(norm))
             opt.step()
-            total += loss.item() * (len(idx) if task == "classify" else 1.0)
+            if loss is not None:
+                total += loss.item() * (n_norm if task == "classify" else 1.0)
+    if dist is not None:
+        total = dist.sum(total)
     return total / (len(split) if task == "classify" else max(1, len(perm) // cfg.batch_size)), float(
         np.mean(norms) if norms else 0.0
     )
@@ -219,13 +241,18 @@ def make_schedule(opt, cfg: TrainConfig):
 # the run
 
 
-def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print):
-    """Train, keep the best checkpoint in `out`, and return (model, metrics).
+def train(
+    cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool = True, log=print, dist=None
+):
+    """Train, keep the best checkpoint in `out`, and return (model, metrics). dist: one rank of a
+    data-parallel job (distributed.py); only rank 0 touches `out`, the others return (model, None).
 
     A new run trains in `out`. With force over an existing run, the new one trains beside it (in
     `.OUT.next`) and replaces it in one atomic exchange only when it has finished: a failed or killed new run
     leaves the previous run untouched (and `resume` continues the new one)."""
     out = Path(out)
+    if dist is not None and not dist.lead:
+        return _fit(cfg, out, None, progress, log, dist)
     if has_run(out) and not force:
         raise TrainError(f"{out} already holds a run: choose another --out or pass --force to overwrite it")
     work = staging_folder(out) if has_run(out) else out
@@ -238,7 +265,7 @@ def train(cfg: TrainConfig, out: str | Path, force: bool = False, progress: bool
                 if p.name != ".lock":
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             log(f"training in {work}; the run at {out} stays in place until this one has finished")
-        result = _fit(cfg, work, None, progress, log)
+        result = _fit(cfg, work, None, progress, log, dist)
     if work != out and not result[1]["interrupted"]:
         install(work, out)
     elif work != out:
@@ -275,7 +302,7 @@ def resume(out: str | Path, progress: bool = True, log=print):
     return result
 
 
-def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
+def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log, dist=None):
     """The training run in folder `out` (locked by the caller), from scratch or from `record`'s resume state.
     Every epoch ends with one commit (checkpoint.json) naming the best weights and the resume state."""
     torch.manual_seed(cfg.seed)
@@ -294,6 +321,11 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
     )
     sched = make_schedule(opt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
+    lead = dist is None or dist.lead
+    net, extra = (model, {}) if dist is None else (dist.wrap(model), {"dist": dist})
+    run_epoch = train_epoch
+    if cfg.stream:
+        from .stream_train import stream_epoch as run_epoch
     config = {"model": mcfg.to_dict(), **run_meta(cfg, ds, len(fit), len(val))}
     metric = "accuracy" if task == "classify" else "rmse"
     log(
@@ -316,10 +348,12 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
         for epoch in range(start, cfg.epochs):
             if epoch > 0 and epoch - best_epoch >= cfg.patience:
                 break  # early stopping: `patience` epochs without improvement
-            loss, gnorm = train_epoch(model, opt, fit, task, cfg, gen)
+            loss, gnorm = run_epoch(net, opt, fit, task, cfg, gen, **extra)
             if sched is not None:
                 sched.step()
-            v = evaluate(model, val if len(val) else fit, task)
+            v = evaluate(model, val if len(val) else fit, task) if lead else None
+            if dist is not None:
+                v = dist.from_lead(v)  # rank 0 decides checkpoints and early stopping for every rank
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -332,11 +366,19 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
             )
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
-                best_entry = write_payload(out, "model", model.state_dict()) | {"epoch": best_epoch}
-            tensors, scalars = training_state(model, opt, sched, gen)
-            state = {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "seconds": time.time() - t0}
-            resume_entry = write_payload(out, "resume", tensors) | {"state": state | scalars}
-            commit(out, _record(config, history, best_entry, resume_entry))
+                best_entry = {"epoch": best_epoch}
+                if lead:
+                    best_entry = write_payload(out, "model", model.state_dict()) | {"epoch": best_epoch}
+            if lead:
+                tensors, scalars = training_state(model, opt, sched, gen)
+                state = {
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "seconds": time.time() - t0,
+                }
+                resume_entry = write_payload(out, "resume", tensors) | {"state": state | scalars}
+                commit(out, _record(config, history, best_entry, resume_entry))
             bar.update(1, loss=f"{loss:.3f}", val_loss=f"{v['loss']:.3f}", **{metric: f"{v[metric]:.3f}"})
     except KeyboardInterrupt:
         interrupted = True
@@ -350,11 +392,15 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log):
     bar.close()
     if best_entry is None:
         raise TrainError("training stopped before the first epoch finished; nothing was saved")
+    if not lead:
+        return model, None
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
     if ds.frontend is not None:  # audio: choose the streaming decisions on the held-out examples
         config["decisions"] = audio_decisions(model, ds)
         log(f"decisions: {config['decisions']}")
+    if cfg.stream:
+        test["stream"] = stream_test(model, ds.test, task, cfg)
     if task == "forecast":
         from .baselines import forecast_baselines
 
@@ -405,6 +451,14 @@ def audio_decisions(model, ds: Dataset) -> dict:
 
     step = FrontendConfig.from_manifest(ds.frontend).step_seconds
     return choose_decisions(logits, ds.test, ds.labels, step)
+
+
+def stream_test(model, split: Split, task: str, cfg: TrainConfig) -> dict:
+    """The test split as one stream without resets (how a deployed model sees it), in PyTorch."""
+    from .stream_train import score_stream, stream_split, torch_stream
+
+    stream = stream_split(split, task, cfg.seed, cfg.tail)
+    return score_stream(torch_stream(model, stream), stream, task)
 
 
 def _record(config, history, best, resume, results=None, finished=False) -> dict:

@@ -103,7 +103,8 @@ struct re_model {
     int cell, quant, I, H, L, O;
     int gates;                   /* rows per layer: 4H (LSTM), 3H (GRU), H (RNN) */
     re_packed ih[RE_MAX_LAYERS]; /* (gates*H, I or H) */
-    re_packed hh[RE_MAX_LAYERS]; /* (gates*H, H) */
+    re_packed hh[RE_MAX_LAYERS]; /* (gates*H, H); GRU_LBR0: (2H, H), the r and z rows */
+    re_packed hn[RE_MAX_LAYERS]; /* GRU_LBR0 only: W_hn (H, H) + b_hn, applied to r * h */
     re_packed head;              /* (O, H) */
     int rows_max, cols_max;      /* padded sizes of the largest product: stream scratch */
     size_t bytes;
@@ -190,7 +191,7 @@ static int pack(re_packed *W, const re_matrix_desc *d, int rows, int cols, int q
 void re_model_free(re_model *m)
 {
     if (!m) return;
-    for (int l = 0; l < RE_MAX_LAYERS; l++) packed_free(&m->ih[l]), packed_free(&m->hh[l]);
+    for (int l = 0; l < RE_MAX_LAYERS; l++) packed_free(&m->ih[l]), packed_free(&m->hh[l]), packed_free(&m->hn[l]);
     packed_free(&m->head);
     free(m);
 }
@@ -198,8 +199,10 @@ void re_model_free(re_model *m)
 re_model *re_model_new(const re_model_desc *d, const char **err)
 {
     *err = NULL;
-    if (d->cell < RE_RNN_TANH || d->cell > RE_GRU) return *err = "unknown cell", NULL;
+    if (d->cell < RE_RNN_TANH || d->cell > RE_GRU_LBR0) return *err = "unknown cell", NULL;
     if (d->quant < RE_F32 || d->quant > RE_Q8_WEIGHT) return *err = "unknown quantisation", NULL;
+    if (d->cell == RE_GRU_LBR0 && d->quant != RE_F32 && d->quant != RE_Q8_WEIGHT)
+        return *err = "gru_lbr0 supports float and int8 weight-only schemes only", NULL;
     if (d->num_layers < 1 || d->num_layers > RE_MAX_LAYERS) return *err = "num_layers out of range", NULL;
     if (d->input_size < 1 || d->hidden_size < 1 || d->output_size < 1) return *err = "sizes must be >= 1", NULL;
     if (d->input_size > (1 << 16) || d->hidden_size > (1 << 14) || d->output_size > (1 << 16))
@@ -208,12 +211,23 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
     if (!m) return *err = "out of memory", NULL;
     m->cell = d->cell, m->quant = d->quant, m->I = d->input_size, m->H = d->hidden_size;
     m->L = d->num_layers, m->O = d->output_size;
-    m->gates = (d->cell == RE_LSTM ? 4 : d->cell == RE_GRU ? 3 : 1) * m->H;
+    m->gates = (d->cell == RE_LSTM ? 4 : d->cell >= RE_GRU ? 3 : 1) * m->H;
     m->ops = choose_ops();
     int ok = 1;
     for (int l = 0; l < m->L && ok; l++) {
-        ok = pack(&m->ih[l], &d->ih[l], m->gates, l ? m->H : m->I, m->quant, &m->bytes) &&
-             pack(&m->hh[l], &d->hh[l], m->gates, m->H, m->quant, &m->bytes);
+        ok = pack(&m->ih[l], &d->ih[l], m->gates, l ? m->H : m->I, m->quant, &m->bytes);
+        if (m->cell != RE_GRU_LBR0) {
+            ok = ok && pack(&m->hh[l], &d->hh[l], m->gates, m->H, m->quant, &m->bytes);
+        } else if (ok && (d->hh[l].f32 || d->hh[l].q8) && d->hh[l].bias) { /* rows r, z | n: W_hn (r h) */
+            const re_matrix_desc *h = &d->hh[l];
+            const size_t off = (size_t)2 * m->H * m->H;
+            re_matrix_desc n = {h->f32 ? h->f32 + off : 0, h->q8 ? h->q8 + off : 0, h->scale ? h->scale + 2 * m->H : 0,
+                                h->bias + 2 * m->H, 0};
+            ok = pack(&m->hh[l], &d->hh[l], 2 * m->H, m->H, m->quant, &m->bytes) &&
+                 pack(&m->hn[l], &n, m->H, m->H, m->quant, &m->bytes);
+        } else {
+            ok = 0;
+        }
     }
     ok = ok && pack(&m->head, &d->head, m->O, m->H, m->quant, &m->bytes);
     if (!ok) {
@@ -371,6 +385,19 @@ ELEMENTWISE static void cell_update(const re_model *m, re_stream *s, int l)
         for (int k = 0; k < H; k++) n[k] += (0.5f * rg[k] + 0.5f) * hn[k]; /* W_in x + b_in + r (W_hn h + b_hn) */
         tanh_(n, H);
         for (int k = 0; k < H; k++) h[k] = n[k] + (0.5f * z[k] + 0.5f) * (h[k] - n[k]); /* (1 - z) n + z h */
+        break;
+    }
+    case RE_GRU_LBR0: { /* rows r, z, n; gh holds r and z only */
+        for (int r = 0; r < 2 * H; r++) gx[r] = 0.5f * (gx[r] + gh[r]);
+        tanh_(gx, 2 * H);
+        float *n = gx + 2 * H;
+        const float *rg = gx, *z = gx + H;
+        for (int k = 0; k < H; k++) t[k] = (0.5f * rg[k] + 0.5f) * h[k];
+        const float *v = t;
+        product(m, &m->hn[l], &v, &gh, &s, 1); /* gh[0:H] = W_hn (r h) + b_hn (r and z are read) */
+        for (int k = 0; k < H; k++) n[k] += gh[k];
+        tanh_(n, H);
+        for (int k = 0; k < H; k++) h[k] = n[k] + (0.5f * z[k] + 0.5f) * (h[k] - n[k]);
         break;
     }
     case RE_RNN_TANH:

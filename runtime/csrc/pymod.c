@@ -70,7 +70,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw)
     re_model_desc d = {cell, quant, I, H, L, O, {{0}}, {{0}}, {0}};
     Py_buffer views[(2 * RE_MAX_LAYERS + 1) * 4];
     int held[(2 * RE_MAX_LAYERS + 1) * 4] = {0};
-    const int G = (cell == RE_LSTM ? 4 : cell == RE_GRU ? 3 : 1) * H;
+    const int G = (cell == RE_LSTM ? 4 : cell >= RE_GRU ? 3 : 1) * H; /* GRU_LBR0: 3H too */
     int rc = -1;
     for (int i = 0; i < 2 * L + 1; i++) {
         PyObject *t = PyList_GET_ITEM(mats, i);
@@ -583,6 +583,7 @@ PyMODINIT_FUNC PyInit__kernel(void)
     PyModule_AddObject(m, "Model", (PyObject *)&ModelType);
     PyModule_AddIntConstant(m, "LSTM", RE_LSTM);
     PyModule_AddIntConstant(m, "GRU", RE_GRU);
+    PyModule_AddIntConstant(m, "GRU_LBR0", RE_GRU_LBR0);
     PyModule_AddIntConstant(m, "RNN_TANH", RE_RNN_TANH);
     PyModule_AddIntConstant(m, "RNN_RELU", RE_RNN_RELU);
     PyModule_AddIntConstant(m, "F32", RE_F32);

@@ -10,6 +10,7 @@
  *   gx = W_ih x + b_ih        gh = W_hh h + b_hh                  (each (G,), G = gates * H)
  *   LSTM  i,f,g,o = split(gx + gh): c = s(f) c + s(i) tanh(g); h = s(o) tanh(c)
  *   GRU   r,z,n: r = s(gx_r + gh_r), z = s(gx_z + gh_z), n = tanh(gx_n + r gh_n); h = (1 - z) n + z h
+ *   GRU_LBR0 (ONNX linear_before_reset=0; float and int8 weight-only): r, z as GRU, n = tanh(gx_n + W_hn (r h) + b_hn)
  *   RNN   h = tanh(gx + gh) | relu(gx + gh)
  *   y = W_y h_last + b_y
  * int8 schemes: weights int8 per output row (scale s_w[r]); each product's input vector v is quantised to
@@ -28,7 +29,7 @@
 
 #define RE_MAX_LAYERS 8
 
-enum re_cell { RE_RNN_TANH = 0, RE_RNN_RELU = 1, RE_LSTM = 2, RE_GRU = 3 };
+enum re_cell { RE_RNN_TANH = 0, RE_RNN_RELU = 1, RE_LSTM = 2, RE_GRU = 3, RE_GRU_LBR0 = 4 };
 enum re_quant { RE_F32 = 0, RE_Q8_DYNAMIC = 1, RE_Q8_STATIC = 2, RE_Q8_WEIGHT = 3 };
 
 /* One weight matrix as stored in a bundle: float32 (rows, cols), or int8 (rows, cols) + scale (rows,). */
