@@ -45,6 +45,7 @@ class ExportJob:
     calib_seqs: list[np.ndarray] = field(default_factory=list)  # training sequences for static calibration
     options: dict = field(default_factory=dict)  # format options by key, e.g. {"tflite_target": "litert"}
     source: dict = field(default_factory=dict)  # where the model came from (run folder, dataset)
+    signal: dict = field(default_factory=dict)  # the manifest's frontend / decisions sections (audio runs)
     # the user's ORIGINAL model (bring-your-own routes, export/import_torch.py, export/import_onnx.py):
     # raw (T, I) -> (T, O) every step, or (O,) last step only; the native bundle is checked against it
     original: Callable[[np.ndarray], np.ndarray] | None = None
@@ -80,7 +81,9 @@ def job_from_run(
 
     model, meta = load_checkpoint(run_dir)
     spec = data or meta["data"]["spec"]
-    ds = load_dataset(spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0))
+    ds = load_dataset(
+        spec, meta["task"]["kind"], seed=meta["train"].get("seed", 0), audio=meta["train"].get("audio")
+    )
     if ds.input_size != model.cfg.input_size:
         raise ExportError(
             f"{spec} has {ds.input_size} input channels but the model takes {model.cfg.input_size}"
@@ -95,6 +98,7 @@ def job_from_run(
         eval_targets=list(test.y) if ds.task == "classify" else None,
         calib_seqs=ds.train.sequences(),
         options=options or {},
+        signal={k: meta[k] for k in ("frontend", "decisions") if meta.get(k) is not None},
         source={
             "run": str(Path(run_dir).resolve()),
             "data": spec,

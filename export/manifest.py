@@ -29,6 +29,7 @@ def base_manifest(job) -> dict:
             "output_mean": m.out_mean.tolist(),
             "output_std": m.out_std.tolist(),
         },
+        **getattr(job, "signal", {}),  # audio runs: the frontend and decisions sections
         "quant": {"scheme": job.scheme},
         "io": io_spec(cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size),
         "artifacts": {},

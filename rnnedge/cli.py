@@ -94,6 +94,7 @@ def add_train(sub):
         default=0.2,
         help="classify: also train the label on this last fraction of each sequence (default: %(default)s)",
     )
+    add_audio_train_args(p)
     p.add_argument(
         "--scale-augment",
         type=float,
@@ -202,6 +203,7 @@ def cmd_train(a) -> int:
         scale_augment=a.scale_augment,
         seed=a.seed,
         threads=a.threads,
+        audio=audio_train_options(a),
         stream=a.stream_train,
     )
     out = a.out or Path("runs") / f"{Path(a.data).stem}-{a.cell}"
@@ -213,6 +215,31 @@ def cmd_train(a) -> int:
         return EXIT_OK
     _, metrics = train(cfg, out, force=a.force, progress=not a.no_progress)
     return EXIT_INTERRUPTED if metrics["interrupted"] else EXIT_OK
+
+
+def add_audio_train_args(p) -> None:
+    g = p.add_argument_group(
+        "audio (--data FOLDER: one sub-folder of 16 kHz WAV files per class, see README 'Keyword spotting')"
+    )
+    g.add_argument(
+        "--features", choices=("logmel", "mfcc"), default="logmel", help="front end (default: logmel)"
+    )
+    g.add_argument("--mels", type=int, default=32, help="mel bands (default: %(default)s)")
+    g.add_argument(
+        "--mfcc", type=int, default=13, help="MFCC coefficients with --features mfcc (default: 13)"
+    )
+    g.add_argument(
+        "--augment",
+        type=int,
+        default=4,
+        help="examples per training file, each with its own noise mix, gain and time shift (default: 4)",
+    )
+
+
+def audio_train_options(a) -> dict | None:
+    if not Path(a.data).is_dir():
+        return None
+    return {"features": a.features, "n_mels": a.mels, "n_mfcc": a.mfcc, "augment": a.augment}
 
 
 def distributed_launch() -> bool:
@@ -444,6 +471,7 @@ def add_run(sub):
         metavar="N",
         help="one-to-many: after the input (the seed), feed outputs back for N more steps",
     )
+    add_audio_run_args(p)
     p.add_argument(
         "--index",
         action="store_true",
@@ -466,12 +494,90 @@ def add_run(sub):
     p.set_defaults(func=cmd_run)
 
 
+def add_audio_run_args(p) -> None:
+    g = p.add_argument_group(
+        "audio: a .wav input or --pcm stdin goes through the bundle's front end and prints one line per "
+        "event, 'TIME_S<TAB>LABEL<TAB>CONFIDENCE', flushed at once",
+        "examples:  rnnedge run kws/int8 talk.wav\n"
+        "           arecord -f S16_LE -r 16000 -t raw | rnnedge run kws/int8 --pcm s16le",
+    )
+    g.add_argument("--pcm", choices=("s16le",), help="raw mono PCM on stdin (little-endian 16-bit)")
+    g.add_argument("--rate", type=int, help="sample rate of --pcm input (default: the bundle's)")
+    g.add_argument("--threshold", type=float, help="override the bundle's decision threshold (0..1)")
+    g.add_argument("--steps", action="store_true", help="print every step's outputs instead of events")
+
+
+def cmd_run_audio(a, model) -> int:
+    """WAV file or raw PCM on stdin -> events (or per-step outputs with --steps), one flushed line each."""
+    import dataclasses
+
+    from rnnedge.runtime.frontend import read_wav
+
+    fe = model.frontend
+    if fe is None or not fe.audio:
+        raise RnnEdgeError(
+            f"{a.bundle} has no audio front end: it takes feature rows (CSV / .npy), not audio"
+        )
+    if a.pcm:
+        rate = a.rate or fe.sample_rate
+        chunks = pcm_chunks(sys.stdin.buffer, fe.hop_length * 4)
+    else:
+        rate, x = read_wav(open_binary(a.input))
+        chunks = (x[i : i + 16000] for i in range(0, len(x), 16000))
+    if rate != fe.sample_rate:
+        raise RnnEdgeError(
+            f"the audio is {rate} Hz but {a.bundle} expects {fe.sample_rate} Hz: resample it "
+            f"(e.g. sox IN -r {fe.sample_rate} OUT)"
+        )
+    stream = model.stream()
+    out = sys.stdout
+    if a.steps:
+        for chunk in chunks:
+            for y in stream.push(chunk):
+                out.write(",".join(f"{v:.6g}" for v in y) + "\n")
+            out.flush()
+        return 0
+    decisions = model.decisions
+    if a.threshold is not None:
+        if not 0 <= a.threshold <= 1:
+            raise RnnEdgeError(f"--threshold must be in 0..1, got {a.threshold}")
+        decisions = dataclasses.replace(decisions, threshold=a.threshold)
+    for e in stream.events(chunks, decisions):
+        out.write(e.line() + "\n")
+        out.flush()
+    return 0
+
+
+def pcm_chunks(src, samples: int):
+    """int16 arrays from a binary stream as data arrives (read1: a pipe's partial data is not held back)."""
+    import numpy as np
+
+    carry = b""
+    while True:
+        block = src.read1(2 * samples) if hasattr(src, "read1") else src.read(2 * samples)
+        if not block:
+            return
+        block = carry + block
+        n = len(block) // 2 * 2
+        carry = block[n:]
+        if n:
+            yield np.frombuffer(block[:n], "<i2")
+
+
+def open_binary(path: str) -> str:
+    if path == "-" or not Path(path).is_file():
+        raise RnnEdgeError(f"no WAV file at {path} (raw PCM on stdin: --pcm s16le)")
+    return path
+
+
 def cmd_run(a) -> int:
     from rnnedge.runtime import InputError, load
     from rnnedge.runtime.backends.native import limit_blas_threads
 
     limit_blas_threads(a.threads)  # this process only steps one model: the numpy path's matvecs on one core
     model = load(a.bundle, backend=a.backend, threads=a.threads)
+    if a.pcm or a.input.lower().endswith(".wav"):
+        return cmd_run_audio(a, model)
     stream = model.stream(nonfinite=a.nonfinite)
     out = sys.stdout
     seq = 0

@@ -267,6 +267,8 @@ def _check_semantics(m: dict, limits: Limits) -> None:
     labels = m["task"].get("labels")
     if labels is not None and len(labels) != O:
         raise _Invalid("task.labels", f"has {len(labels)} labels for output_size {O}")
+    _check_frontend(m, I)
+    _check_decisions(m)
     if m["io"] != json.loads(json.dumps(io_spec(cell, I, H, L, O))):
         raise _Invalid("io", f"does not match model {cell} {L}x{H} in={I} out={O}")
     files = m["files"]
@@ -291,6 +293,26 @@ def _check_semantics(m: dict, limits: Limits) -> None:
             raise _Invalid(
                 f"files[{name!r}]", f"is missing: the {fmt} artifact is not listed, so it cannot be checked"
             )
+
+
+def _check_frontend(m: dict, input_size: int) -> None:
+    from .frontend import FrontendConfig, check_config
+
+    if "frontend" in m:
+        problem = check_config(FrontendConfig.from_manifest(m["frontend"]), input_size)
+        if problem:
+            raise _Invalid("frontend", problem)
+
+
+def _check_decisions(m: dict) -> None:
+    d = m.get("decisions")
+    if d is None:
+        return
+    if m["task"]["kind"] != "classify":
+        raise _Invalid("decisions", f"apply to classifiers only, the task is {m['task']['kind']}")
+    labels = m["task"].get("labels") or []
+    if d.get("background") is not None and d["background"] not in labels:
+        raise _Invalid("decisions.background", f"{_short(d['background'])} is not one of task.labels")
 
 
 # ----------------------------------------------------------------------------
@@ -497,6 +519,13 @@ class Bundle:
     @property
     def quant(self) -> str:
         return self.manifest["quant"]["scheme"]
+
+    @property
+    def frontend(self):
+        """The FrontendConfig of the manifest's `frontend` section, or None (raw samples are the steps)."""
+        from .frontend import FrontendConfig
+
+        return FrontendConfig.from_manifest(self.manifest.get("frontend"))
 
     @property
     def states(self) -> list[StateSpec]:

@@ -6,6 +6,8 @@ y = s.step(x)                                    # x (I,) raw sample -> y (O,)
 snap = s.state; s.restore(snap); s.reset()
 ys = s.run(seq)                                  # (T, I) -> (T, O), same numbers as stepping
 ys = s.generate(seed, steps)                     # one-to-many: outputs fed back as inputs
+ys = s.push(pcm)                                 # raw samples (any number) -> (k, O), one per step
+for e in s.events(chunks): print(e.line())       # streaming decisions: time, label, confidence
 b = model.streams(16)                            # 16 independent streams stepped together
 Y = b.step(X)                                    # X (16, I) -> Y (16, O); one matrix product per layer
 """
@@ -20,7 +22,9 @@ import numpy as np
 from .backends import open_backend
 from .bundle import Bundle, load_bundle
 from .errors import InputError, OutputError
+from .events import DecisionConfig, Detector
 from .finite import POLICIES
+from .frontend import CompiledFrontend, FrontendConfig, make_frontend, max_steps, pcm_array
 
 
 def load(
@@ -47,6 +51,9 @@ class Model:
         task = bundle.manifest.get("task", {})
         self.task = task.get("kind", "regress")
         self.labels = task.get("labels")
+        # what turns raw samples into steps (None: each raw sample is a step) and how steps become events
+        self.frontend: FrontendConfig | None = bundle.frontend
+        self.decisions = DecisionConfig.from_manifest(bundle.manifest.get("decisions"))
 
     def stream(self, nonfinite: str = "reject") -> Stream:
         """A new stream. nonfinite: what a sample with NaN/Inf does: "reject" (InputError, state unchanged;
@@ -91,6 +98,7 @@ class Stream:
         self._compiled = getattr(self._runner, "compiled", False)
         if self._compiled and nonfinite == "reject":  # one C call per step: checks, step, output in C
             self.step = self._runner.checked_step
+        self._frontend = self._detector = None  # made on first push / events
 
     @property
     def steps(self) -> int:
@@ -189,12 +197,65 @@ class Stream:
                 self._steps += 1
         return out
 
+    # -- raw samples in, decisions out ---------------------------------------------
+
+    def push(self, samples) -> np.ndarray:
+        """Raw samples (PCM int16 or float, any number; sensor samples (n, C)) through the bundle's front end
+        and the model: (k, O) outputs, one per step the front end completed (k may be 0). The front end
+        keeps the samples of an unfinished step for the next push."""
+        fe = self._frontend
+        if fe is None:
+            fe = self._frontend = make_frontend(self._frontend_config(), self.model.backend_name != "numpy")
+            if self._compiled and self.nonfinite == "reject" and isinstance(fe, CompiledFrontend):
+                self.push = self._fused_push(fe)
+                return self.push(samples)
+        feats = fe.push(samples)
+        if len(feats) == 0:
+            return np.zeros((0, self.model.output_size), np.float32)
+        return self.run(feats, reset=False)
+
+    def events(self, source, decisions: DecisionConfig | None = None):
+        """Yield Events (time, label, confidence) from raw samples: one array, or an iterable of chunks
+        (a microphone, a file read in blocks). Front end, model and detector state carry over between
+        calls; reset() starts over. decisions: override the manifest's `decisions` section."""
+        if self.model.task != "classify" or not self.model.labels:
+            raise InputError("events need a classifier bundle with labels")
+        if self._detector is None or decisions is not None:
+            end = self._frontend_config().step_end_seconds
+            self._detector = Detector(decisions or self.model.decisions, self.model.labels, end)
+        chunks = [source] if isinstance(source, np.ndarray) else source
+        for chunk in chunks:
+            yield from self._detector.update(self.push(chunk))
+
+    def _fused_push(self, fe: CompiledFrontend):
+        """push() on the compiled backend: one C call runs the front end and a model step per hop."""
+        push_step, c_stream, O = fe.c.push_step, self._runner.c, self.model.output_size
+        cfg = fe.cfg
+
+        def push(samples) -> np.ndarray:
+            x = samples
+            if not (type(x) is np.ndarray and x.dtype == np.int16 and x.ndim == 1 and x.flags.c_contiguous):
+                x = pcm_array(samples)  # float PCM: checked finite here, so errors are InputErrors
+            out = np.empty((max_steps(cfg, len(x)), O), np.float32)
+            return out[: push_step(c_stream, x, out)]
+
+        push.__doc__ = Stream.push.__doc__
+        return push
+
+    def _frontend_config(self) -> FrontendConfig:
+        """The bundle's front end; without one, each raw sample is a step (passthrough)."""
+        return self.model.frontend or FrontendConfig(kind="passthrough", sample_rate=0, channels=self._I)
+
     # -- state ------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Zero every state tensor (start of a new sequence)."""
+        """Zero every state tensor (start of a new sequence); the front end and detector start over too."""
         self._runner.reset()
         self._steps = 0
+        if self._frontend is not None:
+            self._frontend.reset()
+        if self._detector is not None:
+            self._detector.reset()
 
     @property
     def state(self) -> dict[str, np.ndarray]:

@@ -63,6 +63,8 @@ class Dataset:
     test: Split
     labels: list[str] | None = None
     description: str = ""
+    frontend: dict | None = None  # the manifest's frontend section (audio folders): how X was computed
+    audio: dict | None = None  # the AudioConfig that made the examples
     season: int | None = None  # forecast: the known seasonal period in steps (None: fitted on train)
 
     @property
@@ -242,8 +244,16 @@ def load_npz(path: str | os.PathLike, task: str | None = None, test_fraction: fl
     )
 
 
-def load_dataset(spec: str, task: str | None = None, seed: int = 0) -> Dataset:
-    """A built-in name (basic_motions, japanese_vowels, airline, sine) or a path to a .npz file."""
+def load_dataset(spec: str, task: str | None = None, seed: int = 0, audio: dict | None = None) -> Dataset:
+    """A built-in name (basic_motions, japanese_vowels, airline, sine), a path to a .npz file, or a folder
+    of WAV files, one sub-folder per class (train/audio.py; `audio`: AudioConfig fields)."""
+    from .audio import AudioConfig, is_audio_folder, load_audio_folder
+
+    if is_audio_folder(spec):
+        if task and task != "classify":
+            raise DataError(f"{spec} is a folder of WAV classes: only --task classify applies")
+        cfg = AudioConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (audio or {}).items()})
+        return load_audio_folder(spec, cfg, seed)
     if spec in BUILTIN:
         ds = BUILTIN[spec]()
         if task and task != ds.task:

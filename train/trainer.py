@@ -67,6 +67,7 @@ class TrainConfig:
     # classify: the label is also trained on the last `tail` fraction of each sequence's steps (the readout
     # stays the last step); more gradient signal per sequence, and a decision that is stable near the end
     tail: float = 0.2
+    audio: dict | None = None  # a WAV-folder dataset: AudioConfig fields (train/audio.py); None = defaults
     # forecast: each training sequence (inputs and targets alike) is scaled by exp(u), u ~ U(-a, a), every
     # epoch, so the model sees levels beyond the training period's: a trending series (airline) leaves that
     # range in the test period. Airline, unseen months: RMSE 21.2 with 0.3 (seasonal-naive 42.0). 0 = off
@@ -306,7 +307,7 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log, 
     Every epoch ends with one commit (checkpoint.json) naming the best weights and the resume state."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
-    ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed)
+    ds = load_dataset(cfg.data, cfg.task, seed=cfg.seed, audio=cfg.audio)
     task = ds.task
     fit, val = split_validation(ds.train, task, cfg.val_fraction, cfg.seed)
     in_mean, in_std, out_mean, out_std = normalization(fit, task)
@@ -395,6 +396,9 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log, 
         return model, None
     model, _ = load_checkpoint(out)
     test = evaluate(model, ds.test, task)
+    if ds.frontend is not None:  # audio: choose the streaming decisions on the held-out examples
+        config["decisions"] = audio_decisions(model, ds)
+        log(f"decisions: {config['decisions']}")
     if cfg.stream:
         test["stream"] = stream_test(model, ds.test, task, cfg)
     if task == "forecast":
@@ -436,6 +440,19 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log, 
     return model, metrics
 
 
+def audio_decisions(model, ds: Dataset) -> dict:
+    from rnnedge.runtime.frontend import FrontendConfig
+
+    from .audio import choose_decisions
+
+    @torch.no_grad()
+    def logits(feats):
+        return model(torch.from_numpy(feats)[None])[0][0].numpy()
+
+    step = FrontendConfig.from_manifest(ds.frontend).step_seconds
+    return choose_decisions(logits, ds.test, ds.labels, step)
+
+
 def stream_test(model, split: Split, task: str, cfg: TrainConfig) -> dict:
     """The test split as one stream without resets (how a deployed model sees it), in PyTorch."""
     from .stream_train import score_stream, stream_split, torch_stream
@@ -474,7 +491,9 @@ def describe_test(test: dict, metric: str) -> str:
 
 def run_meta(cfg: TrainConfig, ds: Dataset, n_fit: int, n_val: int) -> dict:
     data = cfg.data if cfg.data in BUILTIN else str(Path(cfg.data).resolve())
+    extra = {"frontend": ds.frontend, "audio": ds.audio} if ds.frontend is not None else {}
     return {
+        **extra,
         "train": {**asdict(cfg), "data": data},
         "data": {
             "name": ds.name,

@@ -54,6 +54,8 @@ def run_job(job: dict, mark: Marker) -> None:
         return
     from rnnedge.runtime import load
 
+    if job["backend"].endswith("+push"):  # an audio bundle: stream.push(10 ms of PCM) = front end + step
+        return run_push_job(job, mark, load(job["bundle"], backend=job["backend"][:-5], threads=1))
     model = load(job["bundle"], backend=job["backend"], threads=1)
     stream = model.stream()
     xs = samples(model.bundle, max(max(windows), warmup), job.get("seed", 0))
@@ -61,6 +63,20 @@ def run_job(job: dict, mark: Marker) -> None:
         stream.step(xs[t])
     for n in windows:
         mark.window(stream.step, xs, n)
+
+
+def run_push_job(job: dict, mark: Marker, model) -> None:
+    """Each counted step pushes one hop of int16 PCM, so it completes exactly one front-end frame."""
+    windows, warmup, fe = job["windows"], job.get("warmup", 20), model.frontend
+    rng = np.random.default_rng(job.get("seed", 0))
+    n = max(max(windows), warmup)
+    hops = (rng.standard_normal((n, fe.hop_length)) * 3000).astype(np.int16)
+    stream = model.stream()
+    stream.push((rng.standard_normal(fe.win_length - fe.hop_length) * 3000).astype(np.int16))
+    for t in range(warmup):
+        stream.push(hops[t])
+    for n in windows:
+        mark.window(stream.push, hops, n)
 
 
 def _noop(x):

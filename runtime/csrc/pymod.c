@@ -536,6 +536,11 @@ static PyTypeObject BatchType = {
 };
 
 /* ==================================================================================================== */
+/* the compiled front end (pyfrontend.c: one call pushes PCM and steps a Stream per completed hop) */
+
+#include "pyfrontend.c"
+
+/* ==================================================================================================== */
 /* module */
 
 static PyObject *configure(PyObject *mod, PyObject *args)
@@ -586,5 +591,6 @@ PyMODINIT_FUNC PyInit__kernel(void)
     PyModule_AddIntConstant(m, "Q8_STATIC", RE_Q8_STATIC);
     PyModule_AddIntConstant(m, "Q8_WEIGHT", RE_Q8_WEIGHT);
     PyModule_AddIntConstant(m, "MAX_LAYERS", RE_MAX_LAYERS);
+    if (add_frontend_type(m) < 0) return NULL;
     return m;
 }
