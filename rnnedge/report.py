@@ -47,8 +47,10 @@ class Result:
 
 def resolve(target: Path) -> tuple[Path, list[Path]]:
     """RUN -> (run, its bundles); BUNDLE -> (its source run, [bundle])."""
+    from rnnedge.train.checkpoint import has_run
+
     target = Path(target)
-    if (target / "config.json").is_file():
+    if has_run(target):
         found = sorted(
             {p.parent for pat in ("*/manifest.json", "*/*/manifest.json") for p in target.glob(pat)}
         )
@@ -57,13 +59,13 @@ def resolve(target: Path) -> tuple[Path, list[Path]]:
     if (target / "manifest.json").is_file():
         manifest = json.loads((target / "manifest.json").read_text())
         run = Path(manifest.get("source", {}).get("run", ""))
-        if not (run / "config.json").is_file():
+        if not has_run(run):
             raise ReportError(
                 f"{target} was exported from run {run or '?'}, which is not there any more: "
                 "report on the run folder instead, or re-export"
             )
         return run, [target]
-    raise ReportError(f"{target} is neither a run folder (config.json) nor a bundle (manifest.json)")
+    raise ReportError(f"{target} is neither a run folder (checkpoint.json) nor a bundle (manifest.json)")
 
 
 def bundle_backends(manifest: dict) -> list[str]:
