@@ -35,7 +35,7 @@ from torch import nn
 
 from .checkpoint import commit, has_run, load_checkpoint, result_entry, write_payload, write_result
 from .data import load_dataset
-from .trainer import TrainConfig, _record, evaluate, make_schedule, plot_curves, train_epoch
+from .trainer import TrainConfig, _record, epoch_entry, evaluate, make_schedule, plot_curves, train_epoch
 
 SCHEMES = ("int8", "int8-dynamic", "int8-static")
 TARGETS = ("native", "tflite")
@@ -467,16 +467,7 @@ def train_qat(
             sched.step()
         qat.calibrate(calib)  # the grids the export would use for these weights
         v = evaluate(qat, fit, task)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss,
-                "val_loss": v["loss"],
-                f"val_{metric}": v[metric],
-                "grad_norm": gnorm,
-                "seconds": round(time.time() - t0, 2),
-            }
-        )
+        history.append(epoch_entry(epoch, loss, v, metric, gnorm, t0))
         if v["loss"] < best:
             best, best_epoch = v["loss"], epoch + 1
             best_entry = write_payload(out, "model", qat.inner.state_dict()) | {"epoch": best_epoch}

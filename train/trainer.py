@@ -354,16 +354,7 @@ def _fit(cfg: TrainConfig, out: Path, record: dict | None, progress: bool, log, 
             v = evaluate(model, val if len(val) else fit, task) if lead else None
             if dist is not None:
                 v = dist.from_lead(v)  # rank 0 decides checkpoints and early stopping for every rank
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": loss,
-                    "val_loss": v["loss"],
-                    f"val_{metric}": v[metric],
-                    "grad_norm": gnorm,
-                    "seconds": round(time.time() - t0, 2),
-                }
-            )
+            history.append(epoch_entry(epoch, loss, v, metric, gnorm, t0))
             if v["loss"] < best:
                 best, best_epoch = v["loss"], epoch + 1
                 best_entry = {"epoch": best_epoch}
@@ -459,6 +450,18 @@ def stream_test(model, split: Split, task: str, cfg: TrainConfig) -> dict:
 
     stream = stream_split(split, task, cfg.seed, cfg.tail)
     return score_stream(torch_stream(model, stream), stream, task)
+
+
+def epoch_entry(epoch: int, loss: float, v: dict, metric: str, gnorm: float, t0: float) -> dict:
+    """One row of the run's history (metrics.json, curves.png): the same for every way of training."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss,
+        "val_loss": v["loss"],
+        f"val_{metric}": v[metric],
+        "grad_norm": gnorm,
+        "seconds": round(time.time() - t0, 2),
+    }
 
 
 def _record(config, history, best, resume, results=None, finished=False) -> dict:
