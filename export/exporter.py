@@ -58,11 +58,6 @@ class ExportJob:
             names = ", ".join(bad[:4])
             raise ExportError(f"the model has non-finite (NaN/Inf) values in {names}: retrain it")
         registry.check_options(self.options)
-        if self.cfg.cell == "gru_lbr0" and self.scheme in quantize.ACTIVATION_QUANTISED:
-            raise ExportError(
-                f"{self.scheme} is not defined for gru_lbr0 (the GRU with linear_before_reset=0) yet: "
-                "use fp32, fp16 or int8 (weight-only)"
-            )
         self.folded = fold_normalization(self.model)
 
     def format_options(self, fmt: ExportFormat):
