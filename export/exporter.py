@@ -108,10 +108,6 @@ def export(
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
     fmts = [registry.get(name) for name in dict.fromkeys(["native", *formats])]
-    if job.cfg.cell == "gru_lbr0" and len(fmts) > 1:
-        raise ExportError(
-            "gru_lbr0 (the GRU with linear_before_reset=0) has a native bundle only yet: drop -f onnx/tflite"
-        )
     recover_stale(out, log)  # a killed earlier run may have left OUT half-installed: repair it first
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")
