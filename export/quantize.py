@@ -58,12 +58,18 @@ def calibrate_activations(cfg, folded: dict, seqs: list[np.ndarray], long_stream
     names = activation_names(L, cfg.cell, cfg.proj_size)
     amax = dict.fromkeys(names, 0.0)
 
-    def inner_of(k):  # the float in-cell product, recording its input's range
-        name = names[1 + L + k] if len(names) > 1 + L else None
-        if name is None:
+    def inner_of(k):  # the float in-cell product v -> W v + b, recording the range of its input v
+        if cfg.proj_size:
+            w, name = folded[f"rnn.weight_hr_l{k}"], f"hr_{k}"
+            b = np.zeros(len(w), np.float32)
+        elif cfg.cell == "gru_lbr0":
+            w, b, name = (
+                folded[f"rnn.weight_hh_l{k}"][2 * H :],
+                folded[f"rnn.bias_hh_l{k}"][2 * H :],
+                f"rh_{k}",
+            )
+        else:
             return None
-        w = folded[f"rnn.weight_hr_l{k}"] if cfg.proj_size else folded[f"rnn.weight_hh_l{k}"][2 * H :]
-        b = np.zeros(len(w), np.float32) if cfg.proj_size else folded[f"rnn.bias_hh_l{k}"][2 * H :]
 
         def run(v):
             amax[name] = max(amax[name], float(np.abs(v).max()))

@@ -117,18 +117,7 @@ class LayerState:
         if self.c is not None:
             self.c[:] = 0.0
 
-    def _lstm(self):
-        np.dot(self.W, self.xh, out=self.g)  # W (4H, I+H+1) @ xh -> g (4H,)
-        np.tanh(self.g, out=self.g)
-        self.sig *= 0.5
-        self.sig += 0.5  # i, f, o = sigmoid
-        self.c *= self.f
-        np.multiply(self.i, self.gg, out=self.tmp)
-        self.c += self.tmp  # c = f*c + i*g
-        np.tanh(self.c, out=self.tmp)
-        np.multiply(self.o, self.tmp, out=self.h)  # h = o*tanh(c)
-
-    def _lstm_proj(self):
+    def _lstm_c(self):
         np.dot(self.W, self.xh, out=self.g)  # W (4H, I+P+1) @ xh -> g (4H,)
         np.tanh(self.g, out=self.g)
         self.sig *= 0.5
@@ -136,7 +125,14 @@ class LayerState:
         self.c *= self.f
         np.multiply(self.i, self.gg, out=self.tmp)
         self.c += self.tmp  # c = f*c + i*g
-        np.tanh(self.c, out=self.tmp)
+        np.tanh(self.c, out=self.tmp)  # tanh(c) (H,)
+
+    def _lstm(self):
+        self._lstm_c()
+        np.multiply(self.o, self.tmp, out=self.h)  # h = o*tanh(c)
+
+    def _lstm_proj(self):
+        self._lstm_c()
         self.tmp *= self.o  # o*tanh(c) (H,)
         np.dot(self.W_hr, self.tmp, out=self.h)  # h = W_hr (o*tanh(c)) (P,)
 
