@@ -57,6 +57,7 @@ def build(cell: str, H: int, seed: int = 0):
         cell=cell,
         input_size=INPUT,
         hidden_size=H,
+        state_size=H,
         num_layers=1,
         states=specs,
         quant="fp32",

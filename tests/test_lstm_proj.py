@@ -6,6 +6,8 @@ every export format (each export verifies itself). tests/test_kernel.py covers i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,3 +114,24 @@ def test_onnx_operator_form_refuses_a_projection(tmp_path):
     with pytest.raises(ExportError, match="ONNX LSTM operator has no projection.*onnx_graph='cell'"):
         from_torch(trained(1), tmp_path / "op", task="regress", formats=["onnx"],
                    options={"onnx_graph": "op"}, **QUIET)  # fmt: skip
+
+
+def test_cli_imports_a_saved_state_dict_with_proj_size(tmp_path):
+    """The saved form: state_dict + declared architecture (proj_size is a constructor argument like the
+    others), through the CLI as a subprocess."""
+    net = trained(2)
+    torch.save(net.state_dict(), tmp_path / "proj.pt")
+    arch = {"modules": [
+        {"name": "lstm", "type": "LSTM", "input_size": I, "hidden_size": H, "num_layers": 2, "proj_size": P,
+         "batch_first": True},
+        {"name": "fc", "type": "Linear", "in_features": P, "out_features": O},
+    ]}  # fmt: skip
+    (tmp_path / "arch.json").write_text(json.dumps(arch))
+    out = tmp_path / "bundle"
+    cmd = [sys.executable, "-m", "rnnedge", "import", tmp_path / "proj.pt", "--arch", tmp_path / "arch.json"]
+    r = subprocess.run([*map(str, cmd), "--task", "regress", "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    x = seqs(1, 200, seed=6)[0]
+    with torch.no_grad():
+        ref = net(torch.tensor(x)[None])[0].numpy()
+    assert np.abs(rt.load(out).stream().run(x) - ref).max() <= 1e-4
