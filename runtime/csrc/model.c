@@ -193,8 +193,10 @@ static int pack(re_packed *W, const re_matrix_desc *d, int rows, int cols, int q
 void re_model_free(re_model *m)
 {
     if (!m) return;
-    for (int l = 0; l < RE_MAX_LAYERS; l++) packed_free(&m->ih[l]), packed_free(&m->hh[l]), packed_free(&m->hn[l]),
-                                        packed_free(&m->hr[l]);
+    for (int l = 0; l < RE_MAX_LAYERS; l++) {
+        packed_free(&m->ih[l]), packed_free(&m->hh[l]);
+        packed_free(&m->hn[l]), packed_free(&m->hr[l]);
+    }
     packed_free(&m->head);
     free(m);
 }
