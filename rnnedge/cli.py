@@ -79,7 +79,12 @@ def add_train(sub):
         help="truncated BPTT: backpropagate K steps, carry the state on (default 0 = full BPTT)",
     )
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping, 0 = off (default: 1.0)")
-    p.add_argument("--patience", type=int, default=25, help="early stopping patience in epochs")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=25,
+        help="early stopping patience in epochs, with --val-fraction only (default: 25)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
