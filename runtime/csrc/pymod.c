@@ -586,7 +586,11 @@ static PyObject *configure(PyObject *mod, PyObject *args)
 static int buffer_finite(PyObject *o)
 {
     Py_buffer v;
-    if (PyObject_GetBuffer(o, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    if (PyObject_GetBuffer(o, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "finite() takes C-contiguous float32 arrays");
+        return -1;
+    }
     int r = v.itemsize == 4 && v.format && v.format[0] == 'f' && !v.format[1] ? all_finite(v.buf, v.len / 4) : -2;
     PyBuffer_Release(&v);
     if (r == -2) PyErr_SetString(PyExc_TypeError, "finite() takes C-contiguous float32 arrays");
