@@ -14,7 +14,6 @@ Y = b.step(X)                                    # X (16, I) -> Y (16, O); one m
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -23,7 +22,7 @@ from .backends import open_backend
 from .bundle import Bundle, load_bundle
 from .errors import InputError, OutputError
 from .events import DecisionConfig, Detector
-from .finite import POLICIES
+from .finite import POLICIES, all_finite, finite_sample
 from .frontend import CompiledFrontend, FrontendConfig, make_frontend, max_steps, pcm_array
 
 
@@ -96,6 +95,8 @@ class Stream:
         self._fill = np.asarray(mean if mean else np.zeros(self._I), np.float32)  # (I,) training mean
         self._last = self._fill.copy()  # hold: the last finite value of each channel
         self._compiled = getattr(self._runner, "compiled", False)
+        self._fresh = getattr(self._runner, "fresh_output", False)  # step returns an array nobody else holds
+        self._hold = nonfinite == "hold"
         if self._compiled and nonfinite == "reject":  # one C call per step: checks, step, output in C
             self.step = self._runner.checked_step
         self._frontend = self._detector = None  # made on first push / events
@@ -109,19 +110,26 @@ class Stream:
 
     def step(self, x) -> np.ndarray:
         """Advance the state by one raw sample x (I,) and return the output y (O,) (a new array)."""
-        if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape == self._shape):
-            x = self._coerce(x, (self._I,), "sample")
-        if not math.isfinite(float(x.dot(x))):  # NaN/Inf anywhere (or |x| > 1e19) makes this non-finite
-            x = self._repair(x)
-        elif self.nonfinite == "hold":
+        if not finite_sample(x, self._I):  # one C call for the common case: float32 (I,), all finite
+            x = self._checked(x)
+        elif self._hold:
             self._last = x.copy()
-        y = self._runner.step(x).copy()  # OutputError: the runner put the state back
+        y = self._runner.step(x)  # OutputError: the runner put the state back
         self._steps += 1
-        return y
+        return y if self._fresh else y.copy()
+
+    def _checked(self, x) -> np.ndarray:
+        """Any other sample: converted (or InputError), then NaN/Inf handled under the stream's policy."""
+        x = self._coerce(x, (self._I,), "sample")
+        if not np.isfinite(x).all():
+            return self._repair(x)
+        if self._hold:
+            self._last = x.copy()
+        return x
 
     def _repair(self, x: np.ndarray) -> np.ndarray:
         """A sample with NaN/Inf under the stream's policy: raise (reject), or the repaired sample."""
-        if self.nonfinite == "reject" or np.isfinite(x).all():  # all finite: values too large to square
+        if self.nonfinite == "reject":
             _raise_not_finite(x, "sample")
         bad = ~np.isfinite(x)
         if self.nonfinite == "reset":
@@ -320,7 +328,7 @@ class StreamBatch:
             and X.flags.c_contiguous
         ):
             X = Stream._coerce(X, self._shape, "samples")
-        if not math.isfinite(float(np.dot(X.ravel(), X.ravel()))):
+        if not all_finite(X):
             _raise_not_finite(X, "samples")
         if self._batch is not None:
             Y = np.empty((self.n, self.model.output_size), np.float32)

@@ -146,3 +146,21 @@ def test_int8_scales_that_overflow_when_dequantised_are_refused(tmp_path):
     for backend in ("native", "numpy"):
         with pytest.raises(BundleError, match="overflow float32 when dequantised"):
             load(b, backend=backend)
+
+
+def test_finite_checks_take_every_value_and_dtype():
+    from rnnedge.runtime.finite import all_finite, finite_sample
+
+    x = np.full(5, 3e38, np.float32)  # finite, though x.x overflows
+    assert all_finite(x, x[None]) and finite_sample(x, 5)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[4] = bad
+        assert not all_finite(x, y) and not finite_sample(y, 5)
+        assert not all_finite(y.astype(np.float64))  # not float32: numpy decides
+    assert all_finite(np.ones(3)) and all_finite(np.ones((2, 2), np.float32)[:, :1])  # float64, strided
+    assert (
+        not finite_sample(x, 4)
+        and not finite_sample(list(x), 5)
+        and not finite_sample(x.astype(np.float64), 5)
+    )

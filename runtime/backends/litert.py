@@ -118,6 +118,8 @@ class TfliteBackend:
 class TfliteRunner:
     """One stream: its own interpreter, the state kept in the interpreter's input tensors."""
 
+    fresh_output = True  # step returns a row of a new array (GetTensor copies)
+
     def __init__(self, net: TfliteBackend):
         it = self.it = net.interpreter()
         sig = it.get_signature_list().get(SIGNATURE)
@@ -145,17 +147,32 @@ class TfliteRunner:
         self.pairs = [(ins[s.input]["index"], outs[s.output]["index"]) for s in net.states]  # (h_in, h_out)
         self.index = {s.input: ins[s.input]["index"] for s in net.states}
         self.zeros = {s.input: np.zeros((1, s.size), np.float32) for s in net.states}
-        self._set, self._get, self._invoke = it.set_tensor, it.get_tensor, it.invoke
+        # the C-level wrapper's methods skip a Python frame each (6 calls a step) and invoke()'s check for
+        # live tensor views (this runner never makes any); the public API if a future release renames them
+        c = getattr(it, "_interpreter", None)
+        if all(hasattr(c, f) for f in ("SetTensor", "GetTensor", "Invoke")):
+            self._set, self._get, self._invoke = c.SetTensor, c.GetTensor, c.Invoke
+        else:
+            self._set, self._get, self._invoke = it.set_tensor, it.get_tensor, it.invoke
         self.reset()
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        set_, get = self._set, self._get
-        set_(self.xi, x.reshape(1, -1))  # (I,) -> (1, I) view; set_tensor copies it in
+        set_, get, pairs = self._set, self._get, self.pairs
+        set_(self.xi, x[None])  # (I,) -> (1, I) view; SetTensor copies it in
         self._invoke()
-        y, nxt = get(self.yi), [get(h_out) for _, h_out in self.pairs]  # fresh arrays
-        if not all_finite(y, *nxt):  # the state inputs still hold the state before this step
+        y = get(self.yi)  # fresh arrays
+        if len(pairs) == 2:  # one LSTM layer, the common case, unrolled
+            (hi, ho), (ci, co) = pairs
+            h, c = get(ho), get(co)
+            if not all_finite(y, h, c):  # the state inputs still hold the state before this step
+                raise_bad_output("step")
+            set_(hi, h)
+            set_(ci, c)
+            return y[0]
+        nxt = [get(h_out) for _, h_out in pairs]
+        if not all_finite(y, *nxt):
             raise_bad_output("step")
-        for (h_in, _), h in zip(self.pairs, nxt):  # next state -> state inputs
+        for (h_in, _), h in zip(pairs, nxt):  # next state -> state inputs
             set_(h_in, h)
         return y[0]  # (O,)
 

@@ -136,6 +136,7 @@ class CompiledRunner:
     `step` is the same call (the Stream has checked already)."""
 
     compiled = True
+    fresh_output = True  # the C step hands out an array only when nothing else references it
 
     def __init__(self, net: CompiledBackend):
         self.c = net.kernel.stream()
@@ -224,13 +225,17 @@ class NumpyRunner:
         self.head_W = net.head_W
         self.y = np.empty(net.head_W.shape[0], np.float32)
         self.specs = net.states
+        self.bufs = [self._buf(s) for s in self.specs]  # the state, updated in place by each step
+        self.backup = [np.empty_like(b) for b in self.bufs]  # the state before the current step
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """The next output; a non-finite output or state raises OutputError with the state as before."""
-        before = self.get_state()
+        for b, keep in zip(self.bufs, self.backup):
+            np.copyto(keep, b)
         y = self._step(x)
-        if not all_finite(y, *(self._buf(s) for s in self.specs)):
-            self.set_state(before)
+        if not all_finite(y, *self.bufs):
+            for b, keep in zip(self.bufs, self.backup):
+                np.copyto(b, keep)
             _raise_bad_output("step")
         return y
 
@@ -266,13 +271,14 @@ class Q8Runner:
     def __init__(self, net: NumpyBackend):
         self.net = net.q8
         self.specs = net.states
+        self.lstm = net.cell == "lstm"  # the only cell whose c is state
         self.h, self.c = self.net.zero_state()
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        before = self.get_state()
+        h, c = self.h[:], self.c[:]  # step puts new arrays in the lists, so the old ones are the roll-back
         y = self.net.step(x, self.h, self.c)
-        if not all_finite(y, *(self.h[s.layer] if s.kind == "h" else self.c[s.layer] for s in self.specs)):
-            self.set_state(before)
+        if not all_finite(y, *self.h, *(self.c if self.lstm else ())):
+            self.h, self.c = h, c
             _raise_bad_output("step")
         return y
 

@@ -22,7 +22,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -172,11 +174,16 @@ static PyTypeObject ModelType = {
 /* ==================================================================================================== */
 /* input checking: the fast path in C, everything else through the Python checker */
 
+/* no NaN/Inf (exponent all ones) in v[0..n): branch-free, so the compiler vectorises it */
 static int all_finite(const float *v, Py_ssize_t n)
 {
-    for (Py_ssize_t k = 0; k < n; k++)
-        if (!isfinite(v[k])) return 0;
-    return 1;
+    uint32_t bad = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        uint32_t u;
+        memcpy(&u, v + k, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
 }
 
 /* a float32 buffer of exactly `n` floats ((n,) or (1, n)); 0 = not that (view released) */
@@ -572,6 +579,50 @@ static PyObject *configure(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The peer backends' (LiteRT, ONNX Runtime, numpy) NaN/Inf checks in one call each (runtime/finite.py): a
+ * numpy call per array costs ~0.6 us, these ~0.05 us per array. */
+
+/* float32 buffer -> 1 all finite, 0 not, -1 raised (not float32) */
+static int buffer_finite(PyObject *o)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(o, &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "finite() takes C-contiguous float32 arrays");
+        return -1;
+    }
+    int r = v.itemsize == 4 && v.format && v.format[0] == 'f' && !v.format[1] ? all_finite(v.buf, v.len / 4) : -2;
+    PyBuffer_Release(&v);
+    if (r == -2) PyErr_SetString(PyExc_TypeError, "finite() takes C-contiguous float32 arrays");
+    return r < 0 ? -1 : r;
+}
+
+/* finite(*arrays) -> True if no value of any array is NaN/Inf */
+static PyObject *py_finite(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        const int r = buffer_finite(args[i]);
+        if (r < 0) return NULL;
+        if (!r) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* finite_sample(x, n) -> True if x is a C-contiguous float32 (n,) buffer of finite values (else False: the
+ * caller's slow path converts, checks and reports) */
+static PyObject *py_finite_sample(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) return PyErr_Format(PyExc_TypeError, "finite_sample(x, n)");
+    const Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer v;
+    if (PyObject_GetBuffer(args[0], &v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return PyErr_Clear(), Py_NewRef(Py_False);
+    const int ok = v.ndim == 1 && v.shape[0] == n && v.itemsize == 4 && v.format && v.format[0] == 'f' && !v.format[1] &&
+                   all_finite(v.buf, n);
+    PyBuffer_Release(&v);
+    return PyBool_FromLong(ok);
+}
+
 /* Loading reads the bundle and builds numpy copies of its tensors, then packs them: the transient copies are
  * freed, but glibc keeps freed heap pages resident. Returning them once per load keeps a loaded model's
  * resident memory near its packed bytes (benchmarks/coldstart_rss.py: LSTM H=256 int8 792 -> 488 KiB). */
@@ -585,6 +636,9 @@ static PyObject *trim_heap(PyObject *mod, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS, "configure(coerce, not_finite, numpy.empty, numpy.dtype('float32')[, bad_output])"},
+    {"finite", (PyCFunction)(void (*)(void))py_finite, METH_FASTCALL, "finite(*arrays) -> no NaN/Inf (float32)"},
+    {"finite_sample", (PyCFunction)(void (*)(void))py_finite_sample, METH_FASTCALL,
+     "finite_sample(x, n) -> x is a contiguous finite float32 (n,) buffer"},
     {"trim_heap", trim_heap, METH_NOARGS, "return freed heap pages to the OS (glibc; a no-op elsewhere)"},
     {NULL}};
 
