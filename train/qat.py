@@ -35,7 +35,16 @@ from torch import nn
 
 from .checkpoint import commit, has_run, load_checkpoint, result_entry, write_payload, write_result
 from .data import load_dataset
-from .trainer import TrainConfig, _record, epoch_entry, evaluate, make_schedule, plot_curves, train_epoch
+from .trainer import (
+    TrainConfig,
+    _record,
+    calibration_sequences,
+    epoch_entry,
+    evaluate,
+    make_schedule,
+    plot_curves,
+    train_epoch,
+)
 
 SCHEMES = ("int8", "int8-dynamic", "int8-static")
 TARGETS = ("native", "tflite")
@@ -434,7 +443,7 @@ def train_qat(
     torch.set_num_threads(max(1, cfg.threads))
     ds = load_dataset(meta["data"]["spec"], meta["task"]["kind"], seed=base.get("seed", 0))
     task = ds.task
-    calib = ds.train.sequences()  # what the exporter calibrates on (exporter.job_from_run)
+    calib = calibration_sequences(ds.train, task, base.get("scale_augment", 0.0))  # as the exporter
     fit = ds.train
     qat = QatModel(model.train(), scheme, target, state_limit=state_limit, state_weight=state_weight)
     metric = "accuracy" if task == "classify" else "rmse"
