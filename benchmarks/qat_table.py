@@ -42,7 +42,7 @@ def static_accuracy(run: Path, out: Path) -> dict:
     return {b: parity[b]["accuracy"] if b in parity else None for b in BACKENDS}
 
 
-def one_seed(work: Path, seed: int, epochs: int, targets: list[str]) -> dict:
+def one_seed(work: Path, seed: int, epochs: int, lr: float, targets: list[str]) -> dict:
     run = work / f"float-s{seed}"
     if not (run / "metrics.json").exists():
         sh("train", "--seed", seed, "--threads", 1, "--no-progress", "-o", run, "--force")
@@ -53,7 +53,8 @@ def one_seed(work: Path, seed: int, epochs: int, targets: list[str]) -> dict:
         if not (qrun / "metrics.json").exists():
             sh(
                 "train", "--qat", "int8-static", "--qat-target", target, "--from", run,
-                "--qat-epochs", epochs, "--threads", 1, "--no-progress", "-o", qrun, "--force",
+                "--qat-epochs", epochs, "--qat-lr", lr, "--threads", 1, "--no-progress",
+                "-o", qrun, "--force",
             )  # fmt: skip
         qat = json.loads((qrun / "metrics.json").read_text())["qat"]
         got = static_accuracy(qrun, work / f"b-qat-s{seed}-{target}")
@@ -98,10 +99,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/qat-table"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--qat-epochs", type=int, default=10)
+    ap.add_argument("--qat-lr", type=float, default=1e-3)
     ap.add_argument("--targets", nargs="+", default=["tflite"], choices=tuple(CHECKED))
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    rows = [one_seed(a.work, s, a.qat_epochs, a.targets) for s in a.seeds]  # sequential: CPU is shared
+    rows = [
+        one_seed(a.work, s, a.qat_epochs, a.qat_lr, a.targets) for s in a.seeds
+    ]  # sequential: CPU is shared
     (a.work / "qat_table.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows, a.targets))
 
