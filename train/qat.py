@@ -422,7 +422,7 @@ def train_qat(
     out: str | Path,
     target: str = "native",
     epochs: int = 30,
-    lr: float = 1e-3,
+    lr: float = 3e-4,  # 1e-3 moved the weights themselves (BENCHMARKS.md, PTQ vs QAT)
     state_limit: float | None = None,
     state_weight: float = 1e-3,
     force: bool = False,
