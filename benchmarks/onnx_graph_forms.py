@@ -49,7 +49,7 @@ def build(cell: str, H: int, seed: int = 0):
     f32 = session(graphs["cell fp32"].SerializeToString(), threads=None)
     names = [o.name for o in f32.get_outputs()]
     cal = onnx_quant.calibration_inputs(
-        lambda feed: dict(zip(names, f32.run(None, feed))), [s.input for s in specs], calib, H
+        lambda feed: dict(zip(names, f32.run(None, feed))), {s.input: s.size for s in specs}, calib
     )
     graphs["cell int8-static"] = onnx_quant.static(graphs["cell fp32"], cal)
     stub = SimpleNamespace(
@@ -57,6 +57,7 @@ def build(cell: str, H: int, seed: int = 0):
         cell=cell,
         input_size=INPUT,
         hidden_size=H,
+        state_size=H,
         num_layers=1,
         states=specs,
         quant="fp32",

@@ -244,7 +244,7 @@ def resolve_backends(spec: str | list | None) -> list[str]:
 def bundle_info(b: Bundle) -> dict:
     m = b.model
     macs = profiles.macs_per_step(
-        m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]
+        m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"], b.proj_size
     )
     return {
         "path": str(b.path),

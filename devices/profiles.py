@@ -129,13 +129,17 @@ def _names(types):
 # budgets
 
 
-def macs_per_step(cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int) -> int:
-    """Multiply-adds of one streamed step: G*H*(I_k + H) per layer + the head's O*H."""
-    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
-    sizes = [input_size] + [hidden_size] * num_layers
+def macs_per_step(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int, proj_size: int = 0
+) -> int:
+    """Multiply-adds of one streamed step: G*H*(I_k + S) per layer (+ an LSTM projection's S*H) + the
+    head's O*S, S the size of h (proj_size or hidden_size)."""
+    gates = {"lstm": 4, "gru": 3, "gru_lbr0": 3}.get(cell, 1)
+    S = proj_size or hidden_size
+    sizes = [input_size] + [S] * num_layers
     return (
-        sum(gates * hidden_size * (sizes[k] + hidden_size) for k in range(num_layers))
-        + output_size * hidden_size
+        sum(gates * hidden_size * (sizes[k] + S) + proj_size * hidden_size for k in range(num_layers))
+        + output_size * S
     )
 
 

@@ -34,7 +34,12 @@ class TorchBackend:
             torch.set_num_threads(threads)
         m = bundle.model
         self.cfg = ModelConfig(
-            m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["output_size"]
+            m["cell"],
+            m["input_size"],
+            m["hidden_size"],
+            m["num_layers"],
+            m["output_size"],
+            proj_size=bundle.proj_size,
         )
         self.module = model_from_weights(self.cfg, bundle.weights())
         self.torch = torch
@@ -60,7 +65,7 @@ class TorchRunner:
 
         cfg = self.net.cfg
         if self.state is None:
-            return {s.input: np.zeros((1, cfg.hidden_size), np.float32) for s in self._specs()}
+            return {s.input: np.zeros((1, s.size), np.float32) for s in self._specs()}
         return {k: v.numpy().copy() for k, v in state_to_named(cfg, self.state).items()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -74,7 +79,7 @@ class TorchRunner:
         from rnnedge.runtime.bundle import state_specs
 
         c = self.net.cfg
-        return state_specs(c.cell, c.num_layers, c.hidden_size)
+        return state_specs(c.cell, c.num_layers, c.hidden_size, c.proj_size)
 
 
 def open_model(bundle: Bundle | str | Path, backend: str, threads: int | None = 1) -> Model:

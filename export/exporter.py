@@ -58,11 +58,6 @@ class ExportJob:
             names = ", ".join(bad[:4])
             raise ExportError(f"the model has non-finite (NaN/Inf) values in {names}: retrain it")
         registry.check_options(self.options)
-        if self.cfg.cell == "gru_lbr0" and self.scheme in quantize.ACTIVATION_QUANTISED:
-            raise ExportError(
-                f"{self.scheme} is not defined for gru_lbr0 (the GRU with linear_before_reset=0) yet: "
-                "use fp32, fp16 or int8 (weight-only)"
-            )
         self.folded = fold_normalization(self.model)
 
     def format_options(self, fmt: ExportFormat):
@@ -114,10 +109,6 @@ def export(
     """Write, verify and install a bundle at `out`. Returns its path; raises ExportError if parity fails."""
     out = Path(out)
     fmts = [registry.get(name) for name in dict.fromkeys(["native", *formats])]
-    if job.cfg.cell == "gru_lbr0" and len(fmts) > 1:
-        raise ExportError(
-            "gru_lbr0 (the GRU with linear_before_reset=0) has a native bundle only yet: drop -f onnx/tflite"
-        )
     recover_stale(out, log)  # a killed earlier run may have left OUT half-installed: repair it first
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to replace it")

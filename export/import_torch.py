@@ -6,12 +6,13 @@ What maps (found in the module's registration order, `named_modules()`):
     normalisation  declared `input_mean`/`input_std` (what your data pipeline does before forward(): the
                    bundle then takes raw samples), or `norm="name"`: a submodule that is a per-channel
                    affine map in eval mode (a Normalize module, BatchNorm1d, ...), probed numerically
-    core           one nn.LSTM / nn.GRU / nn.RNN (tanh|relu, 1-3 layers, either batch_first, bias or not),
+    core           one nn.LSTM / nn.GRU / nn.RNN (tanh|relu, 1-3 layers, either batch_first, bias or not,
+                   LSTM proj_size: h = W_hr (o * tanh(c))),
                    or a stack of nn.LSTMCell / nn.GRUCell / nn.RNNCell of one kind and one hidden size
     head           nn.Linear layers (consecutive ones are multiplied into one), nn.Dropout, nn.Identity;
                    no head = the core's h
 What is refused, with the module's name and why: bidirectional layers (they need the future of the
-sequence), LSTM proj_size, activations inside or after the head (the runtime's head is one Linear layer),
+sequence), activations inside or after the head (the runtime's head is one Linear layer),
 attention, and every other module type. The mapping is then checked against the module's own forward() on
 probe sequences, so a forward that does something the modules do not show (a residual, an inline
 torch.relu, a different order) is refused instead of exported wrong.
@@ -121,11 +122,6 @@ def check_core(name: str, m: nn.Module) -> None:
             f"{name} ({type(m).__name__}) is bidirectional: its backward direction needs the "
             "future of the sequence, so it cannot stream; retrain with bidirectional=False"
         )
-    if getattr(m, "proj_size", 0):
-        raise ImportRefused(
-            f"{name} (LSTM) has proj_size={m.proj_size}: LSTM projections are not supported by "
-            "rnnedge's runtime yet"
-        )
     if isinstance(m, tuple(CORES)) and not m.num_layers <= MAX_LAYERS:
         raise ImportRefused(f"{name} has {m.num_layers} layers: rnnedge streams 1-{MAX_LAYERS}")
 
@@ -199,6 +195,8 @@ def core_weights(core: list) -> tuple[str, int, int, int, dict]:
                 w[f"rnn.weight_{kind}_l{k}"] = _t(getattr(first, f"weight_{kind}_l{k}"))
                 b = getattr(first, f"bias_{kind}_l{k}", None) if first.bias else None
                 w[f"rnn.bias_{kind}_l{k}"] = _t(b) if b is not None else np.zeros(G)
+            if getattr(first, "proj_size", 0):  # W_hr (P, H), no bias
+                w[f"rnn.weight_hr_l{k}"] = _t(getattr(first, f"weight_hr_l{k}"))
         return cell, I, H, L, w
     I, H = first.input_size, first.hidden_size
     for k, (name, m) in enumerate(core):
@@ -275,7 +273,8 @@ def map_module(
         raise ImportRefused(f"norm={norm!r}: {type(module).__name__} has no such submodule")
     core, head = find_parts(module, norm)
     cell, I, H, L, w = core_weights(core)
-    w.update(head_weights(head, H))
+    P = getattr(core[0][1], "proj_size", 0)  # an LSTM's projection: h (and the head's input) has size P
+    w.update(head_weights(head, P or H))
     O = w["head.weight"].shape[0]
     if norm is not None:
         if input_mean is not None:
@@ -289,7 +288,7 @@ def map_module(
             f"input normalisation needs {I} means and {I} non-zero stds, got {mean.shape[0]} and "
             f"{std.shape[0]}"
         )
-    cfg = ModelConfig(cell=cell, input_size=I, hidden_size=H, num_layers=L, output_size=O)
+    cfg = ModelConfig(cell=cell, input_size=I, hidden_size=H, num_layers=L, output_size=O, proj_size=P)
     model = RecurrentModel(cfg)
     model.load_state_dict(
         {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in w.items()}, strict=False

@@ -20,6 +20,7 @@ def base_manifest(job) -> dict:
             "num_layers": cfg.num_layers,
             "output_size": cfg.output_size,
             "head": "linear",
+            **({"proj_size": cfg.proj_size} if cfg.proj_size else {}),
         },
         "task": job.task,
         "normalization": {
@@ -31,7 +32,9 @@ def base_manifest(job) -> dict:
         },
         **getattr(job, "signal", {}),  # audio runs: the frontend and decisions sections
         "quant": {"scheme": job.scheme},
-        "io": io_spec(cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size),
+        "io": io_spec(
+            cfg.cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size, cfg.proj_size
+        ),
         "artifacts": {},
         "parity": {},
         "source": job.source,

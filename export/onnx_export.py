@@ -87,10 +87,15 @@ def _build(job):
         raise ExportError(
             "int8-static needs onnx_graph='cell': ORT's QDQ quantiser leaves the LSTM/GRU/RNN operator float"
         )
+    if form == "op" and cfg.proj_size:
+        raise ExportError(
+            "onnx_graph='op' cannot express LSTM proj_size: the ONNX LSTM operator has no projection; "
+            "use onnx_graph='cell' (the default), which writes h = W_hr (o * tanh(c)) as a Gemm"
+        )
     args = (cfg.cell, job.folded, cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size)
     info = {"opset": onnx_graph.OPSET, "graph": form}
     if scheme in quantize.WEIGHT_ONLY:
-        model = onnx_graph.step_model(*args, form=form, weight_format=scheme)
+        model = onnx_graph.step_model(*args, form=form, weight_format=scheme, proj_size=cfg.proj_size)
         info["weights"] = {
             "fp32": "float32",
             "fp16": "float16, Cast to float32 at load",
@@ -101,7 +106,9 @@ def _build(job):
     norm = input_norm(job)
     info["input_normalization"] = "in graph" if norm else "none"
     if scheme == "int8-dynamic":
-        model = onnx_graph.step_model(*args, form=form, input_norm=norm, linear_op="matmul")
+        model = onnx_graph.step_model(
+            *args, form=form, input_norm=norm, linear_op="matmul", proj_size=cfg.proj_size
+        )
         model = onnx_quant.dynamic(model)
         info["compute"] = "ORT quantize_dynamic: MatMul -> uint8 activations quantised per step (per tensor)"
     else:
@@ -109,7 +116,7 @@ def _build(job):
             raise ExportError(
                 "int8-static needs calibration sequences (ExportJob.calib_seqs, the training split)"
             )
-        model = onnx_graph.step_model(*args, form=form, input_norm=norm)
+        model = onnx_graph.step_model(*args, form=form, input_norm=norm, proj_size=cfg.proj_size)
         cal = calibrate(job, model)
         model = onnx_quant.static(model, cal)
         info["compute"] = "ORT quantize_static QDQ: Gemm inputs uint8 with calibrated ranges, outputs float"
@@ -121,6 +128,11 @@ def _build(job):
     info["reduce_range"] = onnx_quant.REDUCE_RANGE
     onnx_quant.drop_unused_initializers(model)
     return model, info
+
+
+def job_states(cfg):
+    """The state tensors of a model config (h (P or H) and c (H) per layer)."""
+    return state_specs(cfg.cell, cfg.num_layers, cfg.hidden_size, cfg.proj_size)
 
 
 def input_norm(job):
@@ -137,12 +149,11 @@ def calibrate(job, float_model) -> dict:
 
     sess = session(float_model.SerializeToString(), threads=None)
     names = [o.name for o in sess.get_outputs()]
-    specs = state_specs(job.cfg.cell, job.cfg.num_layers, job.cfg.hidden_size)
+    specs = job_states(job.cfg)
     return onnx_quant.calibration_inputs(
         lambda feed: dict(zip(names, sess.run(None, feed))),
-        [s.input for s in specs],
+        {s.input: s.size for s in specs},
         job.calib_seqs,
-        job.cfg.hidden_size,
     )
 
 
@@ -169,7 +180,7 @@ def write(job, folder: Path) -> dict:
         raise ExportError(f"the ONNX graph fails onnx.checker: {e}") from e
     data = model.SerializeToString()
     atomic_write_bytes(Path(folder) / FILE, data)
-    specs = state_specs(cfg.cell, cfg.num_layers, cfg.hidden_size)
+    specs = job_states(cfg)
     art = {
         "file": FILE,
         "inputs": ["x"] + [s.input for s in specs],
@@ -247,7 +258,7 @@ def reference(job):
         # onnx_graph="op": ORT's DynamicQuantizeLSTM is a contrib op with no ONNX semantics to evaluate, so
         # this form is checked against the weight-only reference with the decision-agreement tolerance
         return None
-    ref = GraphReference(model, state_specs(job.cfg.cell, job.cfg.num_layers, job.cfg.hidden_size))
+    ref = GraphReference(model, job_states(job.cfg))
     if job.scheme != "int8-static":
         return (
             ref  # int8-dynamic: one scale per tensor per step couples a batch's rows: one sequence at a time

@@ -3,14 +3,16 @@
 The streaming graph is ONE step with the state as explicit named inputs and outputs (batch dynamic):
 
     x (B, I), h_in_0 (B, H), c_in_0 (B, H), ...  ->  y (B, O), h_out_0 (B, H), c_out_0 (B, H), ...
+    (an LSTM with proj_size P: h (B, P), c (B, H))
 
 Two forms of the cell (benchmarks/onnx_graph_forms.py measures them; export/onnx_export.py picks "cell"):
     "cell"  decomposed: Gemm(x, W_ih) + Gemm(h, W_hh) (MatMul + Add for quantize_dynamic) + the gate math
             in elementwise ops. x and h get separate products (not one on concat(x, h)) so that int8
             activation quantisation gives each its own scale: inputs and a state in (-1, 1) share no range.
-    "op"    the ONNX LSTM / GRU / RNN operator on a sequence of length 1.
+    "op"    the ONNX LSTM / GRU / RNN operator on a sequence of length 1. It has no LSTM projection (its R is
+            (4H, H)), so an LSTM with proj_size is "cell" only: there h = Gemm(o * tanh(c), W_hr).
 PyTorch gate order is the spec; ONNX's operators want LSTM i,o,f,c and GRU z,r,h (with linear_before_reset=1,
-which is PyTorch's GRU).
+which is PyTorch's GRU; gru_lbr0 is linear_before_reset=0, the ONNX default).
 
 Weight storage ("fp32" | "fp16" | "int8"): fp16 and int8 store the matrices small and turn them back into the
 scheme's float32 weights in the graph (Cast, Cast * scale on initializers, which ORT folds once at load), so
@@ -94,7 +96,8 @@ def linear(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray | None, name: s
     return y if b is None else g.op("Add", [y, g.const(name + "_b", np.asarray(b, np.float32))], name)
 
 
-def lstm_cell(g, x, h, c, w_ih, w_hh, b_ih, b_hh, H, p):
+def lstm_cell(g, x, h, c, w_ih, w_hh, b_ih, b_hh, H, p, w_hr=None):
+    """w_hr (P, H): the projection of an LSTM with proj_size, h = (o * tanh(c)) @ w_hr.T; None: none."""
     order = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]  # i,f,g,o -> i,f,o,g: sigmoid gates contiguous
     gx = linear(g, x, w_ih[order], (b_ih + b_hh)[order], p + "xproj")  # (B, 4H)
     gh = linear(g, h, w_hh[order], None, p + "hproj")  # (B, 4H)
@@ -108,8 +111,8 @@ def lstm_cell(g, x, h, c, w_ih, w_hh, b_ih, b_hh, H, p):
         [g.op("Mul", [f, c], p + "fc"), g.op("Mul", [i, g.op("Tanh", [gg], p + "g")], p + "ig")],
         p + "c",
     )
-    h1 = g.op("Mul", [o, g.op("Tanh", [c1], p + "tanh_c")], p + "h")
-    return h1, c1
+    h1 = g.op("Mul", [o, g.op("Tanh", [c1], p + "tanh_c")], p + ("h" if w_hr is None else "m"))
+    return (h1 if w_hr is None else linear(g, h1, w_hr, None, p + "h")), c1
 
 
 def gru_cell(g, x, h, w_ih, w_hh, b_ih, b_hh, H, p):
@@ -122,6 +125,20 @@ def gru_cell(g, x, h, w_ih, w_hh, b_ih, b_hh, H, p):
     r, z = g.op("Split", [rz], p + "split_rz", 2, axis=1)
     n = g.op("Tanh", [g.op("Add", [n_x, g.op("Mul", [r, n_h], p + "r_nh")], p + "n_pre")], p + "n")
     # h' = (1 - z) * n + z * h = n + z * (h - n)
+    return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n], p + "h_n")], p + "z_hn")], p + "h")
+
+
+def gru_lbr0_cell(g, x, h, w_ih, w_hh, b_ih, b_hh, H, p):
+    """linear_before_reset=0: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn); rows r, z, n as gru_cell."""
+    gx = linear(g, x, w_ih, b_ih, p + "xproj")  # (B, 3H)
+    rz_h = linear(g, h, w_hh[: 2 * H], b_hh[: 2 * H], p + "hproj")  # (B, 2H)
+    rz_x, n_x = g.op(
+        "Split", [gx, g.const(p + "split_rz", np.array([2 * H, H], np.int64))], p + "split_x", 2, axis=1
+    )
+    rz = g.op("Sigmoid", [g.op("Add", [rz_x, rz_h], p + "rz_pre")], p + "rz")
+    r, z = g.op("Split", [rz], p + "split_rz", 2, axis=1)
+    n_h = linear(g, g.op("Mul", [r, h], p + "rh"), w_hh[2 * H :], b_hh[2 * H :], p + "nproj")  # (B, H)
+    n = g.op("Tanh", [g.op("Add", [n_x, n_h], p + "n_pre")], p + "n")
     return g.op("Add", [n, g.op("Mul", [z, g.op("Sub", [h, n], p + "h_n")], p + "z_hn")], p + "h")
 
 
@@ -138,7 +155,8 @@ def rnn_cell(g, x, h, w_ih, w_hh, b_ih, b_hh, act, p):
 # ONNX operators on a length-1 sequence
 
 
-ONNX_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}  # PyTorch i,f,g,o -> ONNX i,o,f,c; r,z,n -> z,r,h
+# PyTorch i,f,g,o -> ONNX i,o,f,c; r,z,n -> z,r,h
+ONNX_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "gru_lbr0": (1, 0, 2)}
 
 
 def onnx_gates(cell: str, a: np.ndarray, H: int) -> np.ndarray:
@@ -158,8 +176,8 @@ def op_layer(g, cell, x3, h, c, w_ih, w_hh, b_ih, b_hh, H, p):
     if cell == "lstm":
         ins.append(g.op("Unsqueeze", [c, zero], p + "c0"))
         op_type, nout = "LSTM", 3
-    elif cell == "gru":
-        op_type, nout, attrs["linear_before_reset"] = "GRU", 2, 1
+    elif cell in ("gru", "gru_lbr0"):
+        op_type, nout, attrs["linear_before_reset"] = "GRU", 2, int(cell == "gru")
     else:
         op_type, nout, attrs["activations"] = "RNN", 2, ["Tanh" if cell == "rnn_tanh" else "Relu"]
     outs = g.op(op_type, ins, p + cell, nout, **attrs)  # Y (1, 1, B, H), Y_h (1, B, H)[, Y_c]
@@ -193,10 +211,14 @@ def step_model(
     weight_format: str = "fp32",
     input_norm: tuple | None = None,  # (mean, std): normalise x in the graph instead of in the weights
     linear_op: str = "gemm",  # "matmul" for quantize_dynamic
+    proj_size: int = 0,  # LSTM: h = W_hr (o * tanh(c)) of this size ("cell" form only)
 ) -> onnx.ModelProto:
     if form not in FORMS:
         raise ValueError(f"unknown graph form {form!r}: choose one of {FORMS}")
+    if proj_size and form == "op":
+        raise ValueError("the ONNX LSTM operator has no projection (proj_size): use the 'cell' form")
     I, H, L, O = input_size, hidden_size, num_layers, output_size
+    S = proj_size or H  # the size of h
     g = GraphBuilder(weight_format, linear_op)
     # biases: the scheme's own values (fp16 rounds them too); matrices are stored by GraphBuilder.matrix
     w = {
@@ -221,9 +243,11 @@ def step_model(
         if form == "op":
             x, h1, c1 = op_layer(g, cell, x, state_in[k], c, *args, H, p)
         elif cell == "lstm":
-            h1, c1 = lstm_cell(g, x, state_in[k], c, *args, H, p)
+            h1, c1 = lstm_cell(g, x, state_in[k], c, *args, H, p, w.get(f"rnn.weight_hr_l{k}"))
         elif cell == "gru":
             h1, c1 = gru_cell(g, x, state_in[k], *args, H, p), None
+        elif cell == "gru_lbr0":
+            h1, c1 = gru_lbr0_cell(g, x, state_in[k], *args, H, p), None
         else:
             h1, c1 = rnn_cell(g, x, state_in[k], *args, "Tanh" if cell == "rnn_tanh" else "Relu", p), None
         h_out.append(h1)
@@ -247,8 +271,8 @@ def step_model(
 
     inputs, outputs = [vi("x", I)], [vi("y", O)]
     for k in range(L):
-        inputs.append(vi(f"h_in_{k}", H))
-        outputs.append(vi(f"h_out_{k}", H))
+        inputs.append(vi(f"h_in_{k}", S))
+        outputs.append(vi(f"h_out_{k}", S))
         if cell == "lstm":
             inputs.append(vi(f"c_in_{k}", H))
             outputs.append(vi(f"c_out_{k}", H))

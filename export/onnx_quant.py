@@ -110,12 +110,13 @@ MAX_CALIB_STEPS = 50_000  # per pass; bounds memory (every step's inputs are kep
 CHAIN_STEPS = 20_000  # length of one back-to-back stream
 
 
-def calibration_inputs(step_fn, state_names: list[str], seqs: list[np.ndarray], hidden_size: int) -> dict:
+def calibration_inputs(step_fn, state_sizes: dict[str, int], seqs: list[np.ndarray]) -> dict:
     """Stream `seqs` through the float step graph and record every step's inputs.
 
-    step_fn(inputs dict of (B, .) arrays) -> outputs dict. Two passes: each sequence from a zero state (what
-    a stream sees after reset), then the sequences back to back without a reset, in chains of up to
-    CHAIN_STEPS steps (what a long-running stream sees). Streams are stepped together as one batch.
+    step_fn(inputs dict of (B, .) arrays) -> outputs dict; state_sizes: state input name -> its size. Two
+    passes: each sequence from a zero state (what a stream sees after reset), then the sequences back to
+    back without a reset, in chains of up to CHAIN_STEPS steps (what a long-running stream sees). Streams
+    are stepped together as one batch.
     """
     seqs = [np.asarray(s, np.float32) for s in seqs]
     n, total = 0, 0
@@ -125,10 +126,11 @@ def calibration_inputs(step_fn, state_names: list[str], seqs: list[np.ndarray], 
     seqs = seqs[: max(n, 1)]
     n_chains = -(-sum(len(s) for s in seqs) // CHAIN_STEPS)
     chains = [np.concatenate(seqs[k::n_chains]) for k in range(n_chains)]
+    state_names = list(state_sizes)
     out = {k: [] for k in ["x", *state_names]}
     for seqs_b in (seqs, chains):
         T = max(len(s) for s in seqs_b)
-        state = {k: np.zeros((len(seqs_b), hidden_size), np.float32) for k in state_names}
+        state = {k: np.zeros((len(seqs_b), n), np.float32) for k, n in state_sizes.items()}
         for t in range(T):
             live = [i for i, s in enumerate(seqs_b) if t < len(s)]
             x = np.stack([seqs_b[i][t] for i in live]).astype(np.float32)

@@ -51,26 +51,54 @@ __all__ = [
 
 
 def calibrate_activations(cfg, folded: dict, seqs: list[np.ndarray], long_stream: int = 20_000) -> dict:
-    """int8-static scales: max|v| / 127 of every product input of the float model, over the sequences each
-    streamed from a zero state and over them concatenated into one stream (the state's range over long runs,
-    as deployed)."""
-    L, H = cfg.num_layers, cfg.hidden_size
+    """int8-static scales: max|v| / 127 of every product input of the float model (activation_names), over
+    the sequences each streamed from a zero state and over them concatenated into one stream (the state's
+    range over long runs, as deployed)."""
+    L, H, P = cfg.num_layers, cfg.hidden_size, cfg.state_size
+    names = activation_names(L, cfg.cell, cfg.proj_size)
+    amax = dict.fromkeys(names, 0.0)
+
+    def inner_of(k):  # the float in-cell product v -> W v + b, recording the range of its input v
+        if cfg.proj_size:
+            w, name = folded[f"rnn.weight_hr_l{k}"], f"hr_{k}"
+            b = np.zeros(len(w), np.float32)
+        elif cfg.cell == "gru_lbr0":
+            w, b, name = (
+                folded[f"rnn.weight_hh_l{k}"][2 * H :],
+                folded[f"rnn.bias_hh_l{k}"][2 * H :],
+                f"rh_{k}",
+            )
+        else:
+            return None
+
+        def run(v):
+            amax[name] = max(amax[name], float(np.abs(v).max()))
+            return w @ v + b
+
+        return run
+
+    lbr0 = slice(0, 2 * H) if cfg.cell == "gru_lbr0" else slice(None)  # its hh product: the r, z rows
     layers = [
-        tuple(folded[f"rnn.{n}_l{k}"] for n in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
+        (
+            folded[f"rnn.weight_ih_l{k}"],
+            folded[f"rnn.bias_ih_l{k}"],
+            folded[f"rnn.weight_hh_l{k}"][lbr0],
+            folded[f"rnn.bias_hh_l{k}"][lbr0],
+            inner_of(k),
+        )
         for k in range(L)
     ]
-    amax = dict.fromkeys(activation_names(L), 0.0)
     streams = [np.asarray(s, np.float32) for s in seqs]
     if len(streams) > 1:
         streams.append(np.concatenate(streams)[:long_stream])
     for seq in streams:
-        h = [np.zeros(H, np.float32) for _ in layers]
+        h = [np.zeros(P, np.float32) for _ in layers]
         c = [np.zeros(H, np.float32) for _ in layers]
         amax["x"] = max(amax["x"], float(np.abs(seq).max()) if len(seq) else 0.0)
         for x in seq:
             v = x
-            for k, (w_ih, b_ih, w_hh, b_hh) in enumerate(layers):
-                h[k], c[k] = gate_step(cfg.cell, w_ih @ v + b_ih, w_hh @ h[k] + b_hh, h[k], c[k])
+            for k, (w_ih, b_ih, w_hh, b_hh, inner) in enumerate(layers):
+                h[k], c[k] = gate_step(cfg.cell, w_ih @ v + b_ih, w_hh @ h[k] + b_hh, h[k], c[k], inner)
                 amax[f"h_{k}"] = max(amax[f"h_{k}"], float(np.abs(h[k]).max()))
                 v = h[k]
     return {k: max(a, 1e-8) / 127.0 for k, a in amax.items()}

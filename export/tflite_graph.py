@@ -130,7 +130,9 @@ def build(cfg, w: dict, in_norm=None, out_norm=None, boundary: bool = False) -> 
     after the (normalised) inputs and DEQUANTIZE before the outputs (identity ops in float).
     """
     cell, L, H, I, O = cfg.cell, cfg.num_layers, cfg.hidden_size, cfg.input_size, cfg.output_size
-    specs = state_specs(cell, L, H)
+    P = cfg.proj_size  # LSTM projection: h = W_hr (o * tanh(c)), one more FULLY_CONNECTED
+    specs = state_specs(cell, L, H, P)
+    size = {s.input: s.size for s in specs}
     g = Graph()
     x = g.input("x", I)
     state = {s.input: g.input(s.input, s.size) for s in specs}
@@ -141,7 +143,7 @@ def build(cfg, w: dict, in_norm=None, out_norm=None, boundary: bool = False) -> 
         g.float_io.update((xs, x))
     if boundary:
         x = g.op("QUANTIZE", [x], "x_q", I)
-        state = {k: g.op("QUANTIZE", [v], f"{k}_q", H) for k, v in state.items()}
+        state = {k: g.op("QUANTIZE", [v], f"{k}_q", size[k]) for k, v in state.items()}
 
     outs = {}  # producing tensor -> output name
     for k in range(L):
@@ -155,7 +157,9 @@ def build(cfg, w: dict, in_norm=None, out_norm=None, boundary: bool = False) -> 
             i, f, o = (op("LOGISTIC", t, name=n) for t, n in ((i, "i"), (f, "f"), (o, "o")))
             gg = op("TANH", gg, name="gg")
             c = op("ADD", op("MUL", f, state[f"c_in_{k}"], name="fc"), op("MUL", i, gg, name="ig"), name="c")
-            h = op("MUL", o, op("TANH", c, name="tanh_c"), name="h")  # h = o * tanh(c)
+            h = op("MUL", o, op("TANH", c, name="tanh_c"), name="m" if P else "h")  # h = o * tanh(c)
+            if P:
+                h = ly.fc("h", h, w[f"rnn.weight_hr_l{k}"], None, P)  # h = W_hr (o * tanh(c)) (P,)
             outs[c] = f"c_out_{k}"
         elif cell == "gru":
             zero = np.zeros(H, np.float32)
@@ -168,6 +172,16 @@ def build(cfg, w: dict, in_norm=None, out_norm=None, boundary: bool = False) -> 
             n = op("TANH", op("ADD", nx, op("MUL", r, nh, name="r_nh"), name="n_pre"), name="n")
             d = op("MUL", z, op("SUB", h, n, name="h_minus_n"), name="z_d")
             h = op("ADD", n, d, name="h")  # h = n + z * (h - n) = (1 - z) * n + z * h
+        elif cell == "gru_lbr0":  # n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+            b_x = b_ih + np.r_[b_hh[: 2 * H], np.zeros(H, np.float32)]
+            rx, zx, nx = ly.split(ly.fc("gx", x, w_ih, b_x, 3 * H), 3, "rzn_x")
+            rh, zh = ly.split(ly.fc("gh", h, w_hh[: 2 * H], None, 2 * H), 2, "rz_h")
+            r = op("LOGISTIC", op("ADD", rx, rh, name="r_pre"), name="r")
+            z = op("LOGISTIC", op("ADD", zx, zh, name="z_pre"), name="z")
+            nh = ly.fc("nh", op("MUL", r, h, name="rh"), w_hh[2 * H :], b_hh[2 * H :], H)
+            n = op("TANH", op("ADD", nx, nh, name="n_pre"), name="n")
+            d = op("MUL", z, op("SUB", h, n, name="h_minus_n"), name="z_d")
+            h = op("ADD", n, d, name="h")
         else:
             gx, gh = ly.fc("gx", x, w_ih, b_ih + b_hh, H), ly.fc("gh", h, w_hh, None, H)
             if cell == "rnn_relu":

@@ -44,19 +44,23 @@ class StateSpec:
     size: int
 
 
-def state_specs(cell: str, num_layers: int, hidden_size: int) -> list[StateSpec]:
-    """Named state tensors, in the order every export lists them: h_0, c_0, h_1, c_1, ..."""
+def state_specs(cell: str, num_layers: int, hidden_size: int, proj_size: int = 0) -> list[StateSpec]:
+    """Named state tensors, in the order every export lists them: h_0, c_0, h_1, c_1, ... (an LSTM with
+    proj_size: h (P,), c (H,))."""
     kinds = ("h", "c") if cell == "lstm" else ("h",)
+    size = {"h": proj_size or hidden_size, "c": hidden_size}
     return [
-        StateSpec(layer, k, f"{k}_in_{layer}", f"{k}_out_{layer}", hidden_size)
+        StateSpec(layer, k, f"{k}_in_{layer}", f"{k}_out_{layer}", size[k])
         for layer in range(num_layers)
         for k in kinds
     ]
 
 
-def io_spec(cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int) -> dict:
+def io_spec(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int, proj_size: int = 0
+) -> dict:
     """Input/output/state names and shapes (batch first, None = any batch) for the manifest."""
-    states = state_specs(cell, num_layers, hidden_size)
+    states = state_specs(cell, num_layers, hidden_size, proj_size)
     return {
         "inputs": [{"name": "x", "shape": [None, input_size], "dtype": "float32"}]
         + [{"name": s.input, "shape": [None, s.size], "dtype": "float32"} for s in states],
@@ -208,15 +212,24 @@ def gates(cell: str) -> int:
 
 
 def weights_spec(
-    cell: str, input_size: int, hidden_size: int, num_layers: int, output_size: int, scheme: str
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    output_size: int,
+    scheme: str,
+    proj_size: int = 0,
 ):
-    """Every tensor weights.safetensors must hold: name -> (safetensors dtype, shape)."""
-    gh = gates(cell) * hidden_size
+    """Every tensor weights.safetensors must hold: name -> (safetensors dtype, shape). An LSTM with
+    proj_size P has h of size P (PyTorch's layout): W_hh (4H, P), W_hr (P, H) without bias, head (O, P)."""
+    gh, P = gates(cell) * hidden_size, proj_size or hidden_size
     mats = {}
     for k in range(num_layers):
-        mats[f"rnn.weight_ih_l{k}"] = (gh, input_size if k == 0 else hidden_size)
-        mats[f"rnn.weight_hh_l{k}"] = (gh, hidden_size)
-    mats["head.weight"] = (output_size, hidden_size)
+        mats[f"rnn.weight_ih_l{k}"] = (gh, input_size if k == 0 else P)
+        mats[f"rnn.weight_hh_l{k}"] = (gh, P)
+        if proj_size:
+            mats[f"rnn.weight_hr_l{k}"] = (proj_size, hidden_size)
+    mats["head.weight"] = (output_size, P)
     vecs = {f"rnn.{b}_l{k}": (gh,) for k in range(num_layers) for b in ("bias_ih", "bias_hh")}
     vecs["head.bias"] = (output_size,)
     if scheme == "fp16":
@@ -250,7 +263,10 @@ def _check_semantics(m: dict, limits: Limits) -> None:
         if md[key] > cap:
             raise _Invalid(f"model.{key}", f"{md[key]} is above this loader's limit {cap} (Limits.max_{key})")
     cell, I, H, L, O = md["cell"], md["input_size"], md["hidden_size"], md["num_layers"], md["output_size"]
-    spec = weights_spec(cell, I, H, L, O, m["quant"]["scheme"])
+    P = md.get("proj_size", 0)
+    if P and (cell != "lstm" or P >= H):
+        raise _Invalid("model.proj_size", f"{P} needs cell lstm and proj_size < hidden_size ({cell}, {H})")
+    spec = weights_spec(cell, I, H, L, O, m["quant"]["scheme"], P)
     declared = sum(SAFETENSORS_DTYPES[d][1] * math.prod(s) for d, s in spec.values())
     if declared > limits.max_file_bytes:
         raise _Invalid(
@@ -269,7 +285,7 @@ def _check_semantics(m: dict, limits: Limits) -> None:
         raise _Invalid("task.labels", f"has {len(labels)} labels for output_size {O}")
     _check_frontend(m, I)
     _check_decisions(m)
-    if m["io"] != json.loads(json.dumps(io_spec(cell, I, H, L, O))):
+    if m["io"] != json.loads(json.dumps(io_spec(cell, I, H, L, O, P))):
         raise _Invalid("io", f"does not match model {cell} {L}x{H} in={I} out={O}")
     files = m["files"]
     total = 0
@@ -461,6 +477,7 @@ def check_weights(header: dict, model: dict, scheme: str, path: Path) -> None:
         model["num_layers"],
         model["output_size"],
         scheme,
+        model.get("proj_size", 0),
     )
     missing = sorted(set(spec) - set(header))
     extra = sorted(set(header) - set(spec))
@@ -509,6 +526,16 @@ class Bundle:
         return self.model["hidden_size"]
 
     @property
+    def proj_size(self) -> int:
+        """LSTM projection size (h is (P,)), 0 = none."""
+        return self.model.get("proj_size", 0)
+
+    @property
+    def state_size(self) -> int:
+        """The size of h: what the next layer and the head take."""
+        return self.proj_size or self.hidden_size
+
+    @property
     def num_layers(self) -> int:
         return self.model["num_layers"]
 
@@ -529,7 +556,7 @@ class Bundle:
 
     @property
     def states(self) -> list[StateSpec]:
-        return state_specs(self.cell, self.num_layers, self.hidden_size)
+        return state_specs(self.cell, self.num_layers, self.hidden_size, self.proj_size)
 
     def file(self, name: str) -> Path:
         return self.path / check_file_name(name, f"{self.path / MANIFEST}: file")

@@ -6,8 +6,9 @@ Standard library only, so any module may import it at no cost."""
 from __future__ import annotations
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")  # PyTorch nn.RNN(tanh/relu), nn.LSTM, nn.GRU
-# cells only an import produces (export/import_onnx.py): ONNX's default GRU, linear_before_reset=0 (float
-# schemes, native bundles; runtime/cells.py, train/model.py GRULbr0)
+# cells only an import produces (export/import_onnx.py): ONNX's default GRU, linear_before_reset=0 (every
+# scheme and format; runtime/cells.py, train/model.py GRULbr0). An LSTM's proj_size is not a cell of its own:
+# cell "lstm" + the manifest's model.proj_size
 IMPORTED_CELLS = ("gru_lbr0",)
 BUNDLE_CELLS = CELLS + IMPORTED_CELLS  # what a bundle may hold (the manifest schema's enum)
 

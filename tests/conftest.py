@@ -13,9 +13,9 @@ from rnnedge.runtime.vocab import CELLS  # noqa: F401 (the tests' cells: every o
 from rnnedge.train.model import ModelConfig, RecurrentModel
 
 
-def random_model(cell="lstm", layers=1, hidden=16, inp=5, out=3, seed=0) -> RecurrentModel:
+def random_model(cell="lstm", layers=1, hidden=16, inp=5, out=3, seed=0, proj=0) -> RecurrentModel:
     torch.manual_seed(seed)
-    m = RecurrentModel(ModelConfig(cell, inp, hidden, layers, out)).eval()
+    m = RecurrentModel(ModelConfig(cell, inp, hidden, layers, out, proj_size=proj)).eval()
     rng = np.random.default_rng(seed)
     m.set_normalization(
         rng.normal(0, 2, inp), rng.uniform(0.5, 3, inp), rng.normal(0, 1, out), rng.uniform(0.5, 2, out)
@@ -40,8 +40,9 @@ def make_bundle(
     task="regress",
     seed=0,
     name=None,
+    proj=0,
 ):
-    m = random_model(cell, layers, hidden, inp, out, seed)
+    m = random_model(cell, layers, hidden, inp, out, seed, proj)
     seqs = random_seqs(inp=inp)
     task_d = {"kind": task, "labels": None, "readout": "every_step"}
     targets = None

@@ -124,6 +124,10 @@ def test_unknown_or_invalid_profile_says_what_is_wrong(tmp_path):
 def test_budget_is_the_tighter_of_class_ceiling_and_rate():
     assert profiles.macs_per_step("lstm", 40, 64, 1, 12) == 27_392  # 4*64*(40+64) + 12*64 MAC
     assert profiles.macs_per_step("gru", 40, 256, 1, 12) == 3 * 256 * 296 + 12 * 256
+    assert (
+        profiles.macs_per_step("lstm", 5, 16, 2, 3, proj_size=6)
+        == 4 * 16 * (5 + 6) + 4 * 16 * 12 + 2 * 96 + 18
+    )
     assert [profiles.size_class(m) for m in (27_392, 32_000, 32_001, 306_000, 10**6)] == [
         "tiny", "tiny", "small", "medium", "large"
     ]  # fmt: skip

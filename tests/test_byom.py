@@ -212,7 +212,6 @@ class Wrap(nn.Module):
 def test_refusals_name_the_module_and_say_why():
     assert "m0 (LSTM) is bidirectional" in refusal(Wrap(nn.LSTM(4, 8, bidirectional=True, batch_first=True)))
     assert "cannot stream" in refusal(Wrap(nn.GRU(4, 8, bidirectional=True)))
-    assert "proj_size=4" in refusal(Wrap(nn.LSTM(4, 8, proj_size=4)))
     msg = refusal(Wrap(nn.LSTM(4, 8), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)))
     assert "m2 (ReLU)" in msg and "one Linear layer" in msg
     assert "m1 (MultiheadAttention): attention" in refusal(Wrap(nn.LSTM(4, 8), nn.MultiheadAttention(8, 2)))

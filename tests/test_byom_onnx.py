@@ -347,7 +347,14 @@ def test_gru_lbr0_compiled_on_every_isa(tmp_path):
         tmp_path / "m.onnx", tmp_path / "int8", quant="int8", task="regress", data=[X[:, 0]], **QUIET
     )
     assert json.loads((q / "manifest.json").read_text())["parity"]["native"]["ok"]
-    with pytest.raises(Exception, match="not defined for gru_lbr0"):
-        from_onnx(tmp_path / "m.onnx", tmp_path / "q", quant="int8-dynamic", task="regress", **QUIET)
-    with pytest.raises(Exception, match="native bundle only"):
-        from_onnx(tmp_path / "m.onnx", tmp_path / "o", formats=["onnx"], task="regress", **QUIET)
+    # the activation-quantised schemes quantise W_hn's input r*h as every other product's input, and every
+    # format writes the cell (ONNX: the cell graph; TFLite: one more FULLY_CONNECTED); each export verifies
+    seqs = [rng.normal(0, 2, (100, 2)).astype(np.float32) for _ in range(4)]  # the case has 1 step: too few
+    for scheme in ("int8-dynamic", "int8-static"):
+        q = from_onnx(tmp_path / "m.onnx", tmp_path / scheme, quant=scheme, formats=["onnx", "tflite"],
+                      task="regress", data=seqs, **QUIET)  # fmt: skip
+        m = json.loads((q / "manifest.json").read_text())
+        assert {"native", "onnxruntime", "original"} <= set(m["parity"]), m["parity"]
+        assert all(r["ok"] for r in m["parity"].values())
+        if scheme == "int8-static":
+            assert set(m["artifacts"]["native"]["activation_scales"]) == {"x", "h_0", "rh_0"}

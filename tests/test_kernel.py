@@ -54,6 +54,13 @@ def available_isas() -> list[str]:
 
 
 ISAS = available_isas()
+# every cell the kernel runs: rnnedge's, the imported gru_lbr0, and an LSTM with proj_size (h (7,), c (H,))
+KERNEL_CELLS = (*CELLS, "gru_lbr0", "lstm+proj")
+
+
+def cell_args(cell: str) -> dict:
+    """bundle_factory arguments of one KERNEL_CELLS entry."""
+    return {"cell": "lstm", "proj": 7} if cell == "lstm+proj" else {"cell": cell}
 
 
 def scheme_reference(job, scheme):
@@ -73,9 +80,9 @@ def isa(request, monkeypatch):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", KERNEL_CELLS)
 def test_compiled_matches_reference_and_numpy(bundle_factory, monkeypatch, cell, layers, scheme):
-    path, _, job = bundle_factory(cell=cell, layers=layers, scheme=scheme, hidden=20, inp=5)
+    path, _, job = bundle_factory(**cell_args(cell), layers=layers, scheme=scheme, hidden=20, inp=5)
     x = random_seqs(n=1, T=300, seed=11)[0]
     ref = scheme_reference(job, scheme)(x)
     scale = max(1.0, float(np.abs(ref).max()))
@@ -92,9 +99,9 @@ def test_compiled_matches_reference_and_numpy(bundle_factory, monkeypatch, cell,
         assert np.array_equal(s.run(x), stepped)  # streamed == whole sequence, bit for bit
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", KERNEL_CELLS)
 def test_state_snapshot_restore_and_reset(bundle_factory, isa, cell):
-    path, _, _ = bundle_factory(cell=cell, layers=2, scheme="int8-dynamic")
+    path, _, _ = bundle_factory(**cell_args(cell), layers=2, scheme="int8-dynamic")
     x = random_seqs(n=1, T=120, seed=5)[0]
     model = rt.load(path)
     s = model.stream()
@@ -114,9 +121,9 @@ def test_state_snapshot_restore_and_reset(bundle_factory, isa, cell):
 
 
 @pytest.mark.parametrize("scheme", ["fp32", "int8-dynamic", "int8-static"])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_lbr0", "lstm+proj"])
 def test_many_streams_in_one_call_equal_separate_streams(bundle_factory, isa, cell, scheme):
-    path, _, _ = bundle_factory(cell=cell, layers=2, scheme=scheme)
+    path, _, _ = bundle_factory(**cell_args(cell), layers=2, scheme=scheme)
     model = rt.load(path)
     n, T = 11, 40  # 11 = two full groups of 4 streams and a group of 3
     xs = np.stack(random_seqs(n=n, T=T, seed=9), axis=1)  # (T, n, I)
@@ -256,7 +263,7 @@ def test_a_step_allocates_nothing(tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [ln for ln in out.stdout.splitlines() if "allocations_per_1000_steps" in ln]
-    assert len(lines) == 16 and all(ln.endswith(" 0") for ln in lines), out.stdout
+    assert len(lines) == 24 and all(ln.endswith(" 0") for ln in lines), out.stdout
 
 
 def test_fallback_to_numpy_warns_once(bundle_factory, monkeypatch):

@@ -213,7 +213,7 @@ def test_static_ranges_are_true_min_max_over_reset_and_long_streams():
     g = onnx_graph.step_model("gru", fold_normalization(m), 5, 8, 1, 3)
     sess = ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    cal = onnx_quant.calibration_inputs(lambda f: dict(zip(names, sess.run(None, f))), ["h_in_0"], seqs, 8)
+    cal = onnx_quant.calibration_inputs(lambda f: dict(zip(names, sess.run(None, f))), {"h_in_0": 8}, seqs)
     assert len(cal["x"]) == 2 * 75  # every step from reset, then the same steps back to back
     h = cal["h_in_0"]
     assert np.abs(h[:3]).max() == 0  # the reset pass starts each sequence from zero ...

@@ -158,7 +158,10 @@ def _check_model(m: dict, bad) -> None:
     d = m.get("dropout", 0.0)
     if type(d) not in (int, float) or not 0 <= d < 1:
         bad("config.model.dropout", "must be a number in [0, 1)")
-    if set(m) - {"cell", "input_size", "hidden_size", "num_layers", "output_size", "dropout"}:
+    P = m.get("proj_size", 0)
+    if type(P) is not int or not (P == 0 or (m["cell"] == "lstm" and 1 <= P < m["hidden_size"])):
+        bad("config.model.proj_size", "must be 0, or 1..hidden_size-1 for an LSTM")
+    if set(m) - {"cell", "input_size", "hidden_size", "num_layers", "output_size", "dropout", "proj_size"}:
         bad("config.model", "has unknown keys")
 
 
@@ -204,17 +207,19 @@ def read_payload(run_dir: Path, entry: dict, expect: dict[str, tuple] | None = N
 
 def model_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     """Names and shapes of a model's state dict, computed without allocating it."""
-    g = {"lstm": 4, "gru": 3}.get(cfg.cell, 1) * cfg.hidden_size
+    g, S = {"lstm": 4, "gru": 3}.get(cfg.cell, 1) * cfg.hidden_size, cfg.state_size
     shapes = {}
     for k in range(cfg.num_layers):
-        i = cfg.input_size if k == 0 else cfg.hidden_size
+        i = cfg.input_size if k == 0 else S
         shapes |= {
             f"rnn.weight_ih_l{k}": (g, i),
-            f"rnn.weight_hh_l{k}": (g, cfg.hidden_size),
+            f"rnn.weight_hh_l{k}": (g, S),
             f"rnn.bias_ih_l{k}": (g,),
             f"rnn.bias_hh_l{k}": (g,),
         }
-    shapes |= {"head.weight": (cfg.output_size, cfg.hidden_size), "head.bias": (cfg.output_size,)}
+        if cfg.proj_size:
+            shapes[f"rnn.weight_hr_l{k}"] = (cfg.proj_size, cfg.hidden_size)
+    shapes |= {"head.weight": (cfg.output_size, S), "head.bias": (cfg.output_size,)}
     shapes |= {"in_mean": (cfg.input_size,), "in_std": (cfg.input_size,)}
     return shapes | {"out_mean": (cfg.output_size,), "out_std": (cfg.output_size,)}
 

@@ -22,6 +22,7 @@ class ModelConfig:
     num_layers: int = 1  # 1-3 stacked
     output_size: int = 4
     dropout: float = 0.0  # between stacked layers (training only)
+    proj_size: int = 0  # LSTM only, PyTorch's proj_size: h = W_hr (o * tanh(c)), h (P,), c (H,); 0 = none
 
     def __post_init__(self):
         if self.cell not in CELLS + IMPORTED_CELLS:
@@ -31,6 +32,15 @@ class ModelConfig:
         for k in ("input_size", "hidden_size", "output_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1")
+        if self.proj_size and (self.cell != "lstm" or not 0 < self.proj_size < self.hidden_size):
+            raise ValueError(
+                f"proj_size needs cell lstm and 0 < proj_size < hidden_size, got {self.proj_size}"
+            )
+
+    @property
+    def state_size(self) -> int:
+        """The size of h: what the next layer and the head take (proj_size, or hidden_size)."""
+        return self.proj_size or self.hidden_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +55,7 @@ def make_rnn(cfg: ModelConfig) -> nn.Module:
         dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
     )
     if cfg.cell == "lstm":
-        return nn.LSTM(**kw)
+        return nn.LSTM(proj_size=cfg.proj_size, **kw)
     if cfg.cell == "gru":
         return nn.GRU(**kw)
     if cfg.cell == "gru_lbr0":
@@ -93,7 +103,7 @@ class RecurrentModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.rnn = make_rnn(cfg)
-        self.head = nn.Linear(cfg.hidden_size, cfg.output_size)
+        self.head = nn.Linear(cfg.state_size, cfg.output_size)
         self.register_buffer("in_mean", torch.zeros(cfg.input_size))
         self.register_buffer("in_std", torch.ones(cfg.input_size))
         self.register_buffer("out_mean", torch.zeros(cfg.output_size))
@@ -115,7 +125,7 @@ class RecurrentModel(nn.Module):
 
 
 def state_to_named(cfg: ModelConfig, state) -> dict[str, torch.Tensor]:
-    """torch state (h (L,B,H) or (h, c)) -> {h_in_0: (B,H), c_in_0: ...} in the exports' naming."""
+    """torch state (h (L,B,P|H) or (h, c)) -> {h_in_0: (B,P|H), c_in_0: (B,H)} in the exports' naming."""
     h, c = state if cfg.cell == "lstm" else (state, None)
     out = {}
     for k in range(cfg.num_layers):

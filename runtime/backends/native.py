@@ -89,10 +89,12 @@ class CompiledBackend:
         quant = bundle.quant
         L = bundle.num_layers
         act = [0.0] * (L + 1)
+        inner = [0.0] * L  # int8-static: the in-cell products' input scales (hr_k | rh_k)
         if quant in ACTIVATION_QUANTISED:
             code = _kernel.Q8_DYNAMIC if quant == "int8-dynamic" else _kernel.Q8_STATIC
             scales = _activation_scales(bundle) or {}
             act = [scales.get("x", 0.0)] + [scales.get(f"h_{k}", 0.0) for k in range(L)]
+            inner = [scales.get(f"hr_{k}", scales.get(f"rh_{k}", 0.0)) for k in range(L)]
         elif quant == "int8":  # weight-only: int8 weights stay int8 in memory, activations float
             code = _kernel.Q8_WEIGHT
         else:
@@ -100,7 +102,8 @@ class CompiledBackend:
             raw = dequantize(raw)  # fp16 computes in float32
 
         def mat(name: str, act_scale: float) -> tuple:  # (f32, q8, row scales, bias, activation scale)
-            w, b = raw[name], np.ascontiguousarray(raw[name.replace("weight", "bias")], np.float32)
+            w, b = raw[name], raw.get(name.replace("weight", "bias"))  # W_hr has no bias
+            b = None if b is None else np.ascontiguousarray(b, np.float32)
             if code == _kernel.F32:
                 return (np.ascontiguousarray(w, np.float32), None, None, b, 0.0)
             scale = np.ascontiguousarray(raw[name + ".scale"], np.float32)
@@ -111,9 +114,11 @@ class CompiledBackend:
             mats.append(mat(f"rnn.weight_ih_l{k}", act[k]))
             mats.append(mat(f"rnn.weight_hh_l{k}", act[k + 1]))
         mats.append(mat("head.weight", act[L]))
+        P = bundle.proj_size
+        mats += [mat(f"rnn.weight_hr_l{k}", inner[k]) for k in range(L) if P]
         cell = getattr(_kernel, bundle.cell.upper())  # _kernel.LSTM, GRU, RNN_TANH, RNN_RELU
         self.kernel = _kernel.Model(
-            cell, code, bundle.input_size, bundle.hidden_size, L, bundle.output_size, mats
+            cell, code, bundle.input_size, bundle.hidden_size, L, bundle.output_size, mats, P, inner
         )
         self.states = bundle.states
         self.isa = self.kernel.isa
@@ -174,7 +179,9 @@ class NumpyBackend:
             )
             return
         w = bundle.weights()  # float32, dequantised (int8 weight-only and fp16 compute in float)
-        self.sizes = [bundle.input_size] + [bundle.hidden_size] * bundle.num_layers
+        self.sizes = [bundle.input_size] + [bundle.state_size] * bundle.num_layers  # each layer's input
+        self.H = bundle.hidden_size
+        self.layer_W_hr = [w.get(f"rnn.weight_hr_l{k}") for k in range(bundle.num_layers)]  # (P, H) or None
         self.layer_W = [
             fuse_layer(
                 self.cell,
@@ -211,7 +218,8 @@ class NumpyRunner:
 
     def __init__(self, net: NumpyBackend):
         self.layers = [
-            LayerState(net.cell, W, net.sizes[k], net.sizes[k + 1]) for k, W in enumerate(net.layer_W)
+            LayerState(net.cell, W, net.sizes[k], net.H, W_hr)
+            for k, (W, W_hr) in enumerate(zip(net.layer_W, net.layer_W_hr))
         ]
         self.head_W = net.head_W
         self.y = np.empty(net.head_W.shape[0], np.float32)

@@ -101,11 +101,13 @@ static const re_ops *choose_ops(void)
 
 struct re_model {
     int cell, quant, I, H, L, O;
+    int P;                       /* the size of h: proj_size (LSTM with a projection) or H */
     int gates;                   /* rows per layer: 4H (LSTM), 3H (GRU), H (RNN) */
-    re_packed ih[RE_MAX_LAYERS]; /* (gates*H, I or H) */
-    re_packed hh[RE_MAX_LAYERS]; /* (gates*H, H); GRU_LBR0: (2H, H), the r and z rows */
+    re_packed ih[RE_MAX_LAYERS]; /* (gates*H, I or P) */
+    re_packed hh[RE_MAX_LAYERS]; /* (gates*H, P); GRU_LBR0: (2H, H), the r and z rows */
     re_packed hn[RE_MAX_LAYERS]; /* GRU_LBR0 only: W_hn (H, H) + b_hn, applied to r * h */
-    re_packed head;              /* (O, H) */
+    re_packed hr[RE_MAX_LAYERS]; /* proj_size only: W_hr (P, H), applied to o tanh(c) */
+    re_packed head;              /* (O, P) */
     int rows_max, cols_max;      /* padded sizes of the largest product: stream scratch */
     size_t bytes;
     const re_ops *ops;
@@ -191,7 +193,10 @@ static int pack(re_packed *W, const re_matrix_desc *d, int rows, int cols, int q
 void re_model_free(re_model *m)
 {
     if (!m) return;
-    for (int l = 0; l < RE_MAX_LAYERS; l++) packed_free(&m->ih[l]), packed_free(&m->hh[l]), packed_free(&m->hn[l]);
+    for (int l = 0; l < RE_MAX_LAYERS; l++) {
+        packed_free(&m->ih[l]), packed_free(&m->hh[l]);
+        packed_free(&m->hn[l]), packed_free(&m->hr[l]);
+    }
     packed_free(&m->head);
     free(m);
 }
@@ -201,8 +206,8 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
     *err = NULL;
     if (d->cell < RE_RNN_TANH || d->cell > RE_GRU_LBR0) return *err = "unknown cell", NULL;
     if (d->quant < RE_F32 || d->quant > RE_Q8_WEIGHT) return *err = "unknown quantisation", NULL;
-    if (d->cell == RE_GRU_LBR0 && d->quant != RE_F32 && d->quant != RE_Q8_WEIGHT)
-        return *err = "gru_lbr0 supports float and int8 weight-only schemes only", NULL;
+    if (d->proj_size && (d->cell != RE_LSTM || d->proj_size < 1 || d->proj_size >= d->hidden_size))
+        return *err = "proj_size needs an LSTM and 1 <= proj_size < hidden_size", NULL;
     if (d->num_layers < 1 || d->num_layers > RE_MAX_LAYERS) return *err = "num_layers out of range", NULL;
     if (d->input_size < 1 || d->hidden_size < 1 || d->output_size < 1) return *err = "sizes must be >= 1", NULL;
     if (d->input_size > (1 << 16) || d->hidden_size > (1 << 14) || d->output_size > (1 << 16))
@@ -210,26 +215,31 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
     re_model *m = calloc(1, sizeof *m);
     if (!m) return *err = "out of memory", NULL;
     m->cell = d->cell, m->quant = d->quant, m->I = d->input_size, m->H = d->hidden_size;
-    m->L = d->num_layers, m->O = d->output_size;
+    m->L = d->num_layers, m->O = d->output_size, m->P = d->proj_size ? d->proj_size : d->hidden_size;
     m->gates = (d->cell == RE_LSTM ? 4 : d->cell >= RE_GRU ? 3 : 1) * m->H;
     m->ops = choose_ops();
     int ok = 1;
     for (int l = 0; l < m->L && ok; l++) {
-        ok = pack(&m->ih[l], &d->ih[l], m->gates, l ? m->H : m->I, m->quant, &m->bytes);
+        ok = pack(&m->ih[l], &d->ih[l], m->gates, l ? m->P : m->I, m->quant, &m->bytes);
         if (m->cell != RE_GRU_LBR0) {
-            ok = ok && pack(&m->hh[l], &d->hh[l], m->gates, m->H, m->quant, &m->bytes);
+            ok = ok && pack(&m->hh[l], &d->hh[l], m->gates, m->P, m->quant, &m->bytes);
+            if (d->proj_size) { /* h = W_hr (o tanh(c)), no bias */
+                re_matrix_desc r = d->hr[l];
+                r.bias = NULL, r.act_scale = d->inner_scale[l];
+                ok = ok && pack(&m->hr[l], &r, m->P, m->H, m->quant, &m->bytes);
+            }
         } else if (ok && (d->hh[l].f32 || d->hh[l].q8) && d->hh[l].bias) { /* rows r, z | n: W_hn (r h) */
             const re_matrix_desc *h = &d->hh[l];
             const size_t off = (size_t)2 * m->H * m->H;
             re_matrix_desc n = {h->f32 ? h->f32 + off : 0, h->q8 ? h->q8 + off : 0, h->scale ? h->scale + 2 * m->H : 0,
-                                h->bias + 2 * m->H, 0};
+                                h->bias + 2 * m->H, d->inner_scale[l]};
             ok = pack(&m->hh[l], &d->hh[l], 2 * m->H, m->H, m->quant, &m->bytes) &&
                  pack(&m->hn[l], &n, m->H, m->H, m->quant, &m->bytes);
         } else {
             ok = 0;
         }
     }
-    ok = ok && pack(&m->head, &d->head, m->O, m->H, m->quant, &m->bytes);
+    ok = ok && pack(&m->head, &d->head, m->O, m->P, m->quant, &m->bytes);
     if (!ok) {
         re_model_free(m);
         return *err = "missing weights or out of memory", NULL;
@@ -237,6 +247,8 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
     if (m->quant == RE_Q8_STATIC) {
         for (int l = 0; l < m->L; l++)
             if (!(m->ih[l].act_scale > 0) || !(m->hh[l].act_scale > 0)) ok = 0;
+            else if (m->cell == RE_GRU_LBR0 && !(m->hn[l].act_scale > 0)) ok = 0;
+            else if (m->P != m->H && !(m->hr[l].act_scale > 0)) ok = 0;
         if (!(m->head.act_scale > 0)) ok = 0;
         if (!ok) {
             re_model_free(m);
@@ -252,6 +264,7 @@ re_model *re_model_new(const re_model_desc *d, const char **err)
 const char *re_model_isa(const re_model *m) { return m->ops->name; }
 size_t re_model_bytes(const re_model *m) { return m->bytes; }
 int re_model_state_count(const re_model *m) { return m->L * (m->cell == RE_LSTM ? 2 : 1); }
+int re_state_size(const re_model *m, int kind) { return kind ? m->H : m->P; }
 void re_tanh(const re_model *m, float *v, int n) { m->ops->tanh(v, n); }
 
 /* ==================================================================================================== */
@@ -259,7 +272,7 @@ void re_tanh(const re_model *m, float *v, int n) { m->ops->tanh(v, n); }
 
 struct re_stream {
     const re_model *m;
-    float *h[RE_MAX_LAYERS], *c[RE_MAX_LAYERS]; /* (H,) */
+    float *h[RE_MAX_LAYERS], *c[RE_MAX_LAYERS]; /* (H,) each; h holds P <= H */
     float *gx, *gh;                             /* (rows_max,) the two products of a layer */
     int32_t *acc;                               /* (rows_max,) int8 accumulators */
     int8_t *q;                                  /* (cols_max,) the quantised input of a product */
@@ -374,7 +387,14 @@ ELEMENTWISE static void cell_update(const re_model *m, re_stream *s, int l)
         for (int k = 0; k < H; k++) c[k] = (0.5f * f[k] + 0.5f) * c[k] + (0.5f * i[k] + 0.5f) * g[k]; /* c = f c + i g */
         memcpy(t, c, sizeof(float) * H);
         tanh_(t, H);
-        for (int k = 0; k < H; k++) h[k] = (0.5f * o[k] + 0.5f) * t[k]; /* h = o tanh(c) */
+        if (m->P == H) {
+            for (int k = 0; k < H; k++) h[k] = (0.5f * o[k] + 0.5f) * t[k]; /* h = o tanh(c) */
+            break;
+        }
+        for (int k = 0; k < H; k++) t[k] *= 0.5f * o[k] + 0.5f; /* o tanh(c) (H,) */
+        const float *v = t;
+        product(m, &m->hr[l], &v, &gh, &s, 1); /* h = W_hr (o tanh(c)) (P,); gh is free again */
+        memcpy(h, gh, sizeof(float) * m->P);
         break;
     }
     case RE_GRU: { /* rows r, z, n */

@@ -1,11 +1,15 @@
 /* pymod.c - rnnedge.runtime._kernel: a thin CPython layer over the C core (rnnedge.h).
  *
- *   m = _kernel.Model(cell, quant, I, H, L, O, mats)   mats: [(f32, q8, scale, bias, act_scale)] for
- *                                                      ih_0, hh_0, ih_1, hh_1, ..., head (buffers or None)
+ *   m = _kernel.Model(cell, quant, I, H, L, O, mats[, P, inner_scales])
+ *                                                      mats: [(f32, q8, scale, bias, act_scale)] for
+ *                                                      ih_0, hh_0, ih_1, hh_1, ..., head (buffers or None),
+ *                                                      then hr_0 .. hr_{L-1} when P (LSTM proj_size) > 0;
+ *                                                      inner_scales: int8-static scales of the products
+ *                                                      inside the cells (o tanh(c) | r h), one per layer
  *   s = m.stream();  y = s.step(x)                     x (I,) float32 -> new (O,) array; checked here
  *                                                      (an earlier output nobody references may be reused)
  *   s.run(seq, out)                                    (T, I) -> out (T, O), one call, GIL released
- *   s.state_view(layer, kind)                          writable memoryview of h (0) or c (1), (H,) float32
+ *   s.state_view(layer, kind)                          writable memoryview of h (0, (P or H,)) or c (1, (H,))
  *   b = m.batch(n); b.step(X, Y)                       n streams, (n, I) -> (n, O)
  *
  * A sample that is not a finite float32 (I,) (or (1, I)) array goes to the Python checker configured with
@@ -60,25 +64,38 @@ static int get_array(PyObject *o, Py_buffer *v, Py_ssize_t want, Py_ssize_t item
 
 static int model_init(ModelObject *self, PyObject *args, PyObject *kw)
 {
-    int cell, quant, I, H, L, O;
-    PyObject *mats;
-    if (!PyArg_ParseTuple(args, "iiiiiiO!", &cell, &quant, &I, &H, &L, &O, &PyList_Type, &mats)) return -1;
-    if (L < 1 || L > RE_MAX_LAYERS || PyList_GET_SIZE(mats) != 2 * L + 1) {
-        PyErr_SetString(PyExc_ValueError, "mats must list ih, hh per layer, then the head");
+    int cell, quant, I, H, L, O, P = 0;
+    PyObject *mats, *inner = NULL;
+    if (!PyArg_ParseTuple(args, "iiiiiiO!|iO", &cell, &quant, &I, &H, &L, &O, &PyList_Type, &mats, &P, &inner))
+        return -1;
+    const int n = 2 * L + 1 + (P ? L : 0);
+    if (L < 1 || L > RE_MAX_LAYERS || P < 0 || P >= H || PyList_GET_SIZE(mats) != n) {
+        PyErr_SetString(PyExc_ValueError, "mats must list ih, hh per layer, the head, then hr per layer if P");
         return -1;
     }
-    re_model_desc d = {cell, quant, I, H, L, O, {{0}}, {{0}}, {0}};
-    Py_buffer views[(2 * RE_MAX_LAYERS + 1) * 4];
-    int held[(2 * RE_MAX_LAYERS + 1) * 4] = {0};
+    re_model_desc d = {cell, quant, I, H, L, O, {{0}}, {{0}}, {0}, P, {{0}}, {0}};
+    if (inner && inner != Py_None) {
+        PyObject *seq = PySequence_Fast(inner, "inner_scales must be a sequence");
+        if (!seq) return -1;
+        const int bad = PySequence_Fast_GET_SIZE(seq) != L;
+        for (int l = 0; l < L && !bad; l++) d.inner_scale[l] = (float)PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, l));
+        Py_DECREF(seq);
+        if (bad) return PyErr_SetString(PyExc_ValueError, "inner_scales needs one scale per layer"), -1;
+        if (PyErr_Occurred()) return -1;
+    }
+    Py_buffer views[(3 * RE_MAX_LAYERS + 1) * 4];
+    int held[(3 * RE_MAX_LAYERS + 1) * 4] = {0};
     const int G = (cell == RE_LSTM ? 4 : cell >= RE_GRU ? 3 : 1) * H; /* GRU_LBR0: 3H too */
+    const int S = P ? P : H; /* the size of h */
     int rc = -1;
-    for (int i = 0; i < 2 * L + 1; i++) {
+    for (int i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(mats, i);
         PyObject *f32, *q8, *scale, *bias;
         double act = 0.0;
         if (!PyArg_ParseTuple(t, "OOOOd", &f32, &q8, &scale, &bias, &act)) goto done;
-        const Py_ssize_t rows = i == 2 * L ? O : G, cols = i == 2 * L ? H : (i == 0 ? I : H);
-        re_matrix_desc *md = i == 2 * L ? &d.head : (i % 2 ? &d.hh[i / 2] : &d.ih[i / 2]);
+        const int hr = i > 2 * L, head = i == 2 * L;
+        const Py_ssize_t rows = hr ? P : head ? O : G, cols = hr ? H : (i == 0 ? I : S);
+        re_matrix_desc *md = hr ? &d.hr[i - 2 * L - 1] : head ? &d.head : (i % 2 ? &d.hh[i / 2] : &d.ih[i / 2]);
         Py_buffer *v = views + 4 * i;
         int r;
         if ((r = get_array(f32, v + 0, rows * cols, 4, "f32")) < 0) goto done;
@@ -101,7 +118,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kw)
     self->m = m, self->I = I, self->O = O, self->H = H, self->L = L, self->cell = cell;
     rc = 0;
 done:
-    for (int i = 0; i < (2 * L + 1) * 4; i++)
+    for (int i = 0; i < n * 4; i++)
         if (held[i]) PyBuffer_Release(&views[i]);
     return rc;
 }
@@ -145,7 +162,7 @@ static PyTypeObject ModelType = {
     .tp_basicsize = sizeof(ModelObject),
     .tp_dealloc = (destructor)model_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(cell, quant, I, H, L, O, mats): packed weights, shared by its streams",
+    .tp_doc = "Model(cell, quant, I, H, L, O, mats[, P, inner_scales]): packed weights, shared by its streams",
     .tp_methods = model_methods,
     .tp_getset = model_getset,
     .tp_init = (initproc)model_init,
@@ -406,7 +423,7 @@ static PyObject *stream_state_view(StreamObject *self, PyObject *args)
 {
     int layer, kind;
     if (!PyArg_ParseTuple(args, "ii", &layer, &kind)) return NULL;
-    return state_memoryview(re_state(self->s, layer, kind), self->model->H);
+    return state_memoryview(re_state(self->s, layer, kind), re_state_size(self->model->m, kind));
 }
 
 static PyObject *stream_get_steps(StreamObject *self, void *c) { return PyLong_FromLongLong(self->steps); }
@@ -517,7 +534,7 @@ static PyObject *batch_state_view(BatchObject *self, PyObject *args)
     int layer, kind;
     if (!PyArg_ParseTuple(args, "nii", &j, &layer, &kind)) return NULL;
     if (j < 0 || j >= self->n) return PyErr_Format(PyExc_IndexError, "stream %zd of %zd", j, self->n);
-    return state_memoryview(re_state(self->s[j], layer, kind), self->model->H);
+    return state_memoryview(re_state(self->s[j], layer, kind), re_state_size(self->model->m, kind));
 }
 
 static PyMethodDef batch_methods[] = {

@@ -9,13 +9,15 @@
  * Numerics (PyTorch's gate conventions; see export/quantize.py for the quantised schemes):
  *   gx = W_ih x + b_ih        gh = W_hh h + b_hh                  (each (G,), G = gates * H)
  *   LSTM  i,f,g,o = split(gx + gh): c = s(f) c + s(i) tanh(g); h = s(o) tanh(c)
+ *         with proj_size P (PyTorch's): h = W_hr (s(o) tanh(c)), h (P,), c (H,); W_hh (4H, P), head (O, P)
  *   GRU   r,z,n: r = s(gx_r + gh_r), z = s(gx_z + gh_z), n = tanh(gx_n + r gh_n); h = (1 - z) n + z h
- *   GRU_LBR0 (ONNX linear_before_reset=0; float and int8 weight-only): r, z as GRU, n = tanh(gx_n + W_hn (r h) + b_hn)
+ *   GRU_LBR0 (ONNX linear_before_reset=0): r, z as GRU, n = tanh(gx_n + W_hn (r h) + b_hn)
  *   RNN   h = tanh(gx + gh) | relu(gx + gh)
  *   y = W_y h_last + b_y
  * int8 schemes: weights int8 per output row (scale s_w[r]); each product's input vector v is quantised to
  * int8 with one scale s (int8-dynamic: s = max|v| / 127 each step; int8-static: calibrated, fixed), the
- * product is exact in int32, and out[r] = acc[r] * (s_w[r] * s) + b[r]. int8 weight-only (RE_Q8_WEIGHT): the
+ * product is exact in int32, and out[r] = acc[r] * (s_w[r] * s) + b[r]. The products inside a cell (W_hr's
+ * input o tanh(c), GRU_LBR0's r h) are quantised the same way, int8-static with inner_scale[layer]. int8 weight-only (RE_Q8_WEIGHT): the
  * same int8 weights with float activations, out[r] = (sum_k W[r, k] v[k]) * s_w[r] + b[r] in float32.
  *
  * No allocation per step, no global mutable state (the CPU dispatch is chosen once, read-only after).
@@ -45,6 +47,9 @@ typedef struct {
     int cell, quant;
     int input_size, hidden_size, num_layers, output_size;
     re_matrix_desc ih[RE_MAX_LAYERS], hh[RE_MAX_LAYERS], head;
+    int proj_size;                  /* LSTM: 0 = none, else 1 <= P < hidden_size */
+    re_matrix_desc hr[RE_MAX_LAYERS]; /* proj_size: W_hr (P, H), bias NULL (zero) */
+    float inner_scale[RE_MAX_LAYERS]; /* int8-static: scale of o tanh(c) (proj_size) or r h (GRU_LBR0) */
 } re_model_desc;
 
 typedef struct re_model re_model;
@@ -59,7 +64,8 @@ int re_model_state_count(const re_model *m);    /* h (and c) per layer */
 re_stream *re_stream_new(const re_model *m);
 void re_stream_free(re_stream *s);
 void re_reset(re_stream *s);
-float *re_state(re_stream *s, int layer, int kind); /* kind 0 = h, 1 = c (LSTM); (H,) */
+float *re_state(re_stream *s, int layer, int kind); /* kind 0 = h, 1 = c (LSTM); see re_state_size */
+int re_state_size(const re_model *m, int kind);    /* floats of h (P with proj_size, else H) or c (H) */
 
 void re_step(re_stream *s, const float *x, float *y);                                 /* (I,) -> (O,) */
 void re_step_many(const re_model *m, re_stream *const *s, int n, const float *X, float *Y); /* (n,I) -> (n,O) */
