@@ -73,6 +73,7 @@ def job_from_run(
     file)."""
     from rnnedge.train.checkpoint import load_checkpoint
     from rnnedge.train.data import load_dataset
+    from rnnedge.train.trainer import calibration_sequences
 
     model, meta = load_checkpoint(run_dir)
     spec = data or meta["data"]["spec"]
@@ -91,7 +92,7 @@ def job_from_run(
         task=meta["task"],
         eval_seqs=test.sequences(),
         eval_targets=list(test.y) if ds.task == "classify" else None,
-        calib_seqs=ds.train.sequences(),
+        calib_seqs=calibration_sequences(ds.train, ds.task, meta["train"].get("scale_augment", 0.0)),
         options=options or {},
         signal={k: meta[k] for k in ("frontend", "decisions") if meta.get(k) is not None},
         source={

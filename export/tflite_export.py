@@ -252,11 +252,13 @@ def probe(job, g, float_graph, max_steps: int = 500):
     return x, states, outs, floats
 
 
-# int8-static (a8w8) per interpreter, measured op by op (benchmarks/tflite_static_probe.py): LiteRT computes
-# the numpy emulation exactly; tflite-runtime 2.14's int8 FULLY_CONNECTED and MUL requantise with another
-# rounding (one grid step off, the op alone on identical inputs; every other op is bit-exact), and through the
-# recurrence those steps compound (BasicMotions logits 0.1-2.6 off). So LiteRT is held to the reference
-# exactly and tflite-runtime to the general bound; where that cannot hold, `--target both` is refused
+# int8-static (a8w8) per interpreter, measured op by op (benchmarks/tflite_static_probe.py): the numpy
+# emulation computes the integers of LiteRT's default kernels (XNNPACK qs8, tflite_graph.int8_op), so LiteRT
+# matches it exactly (tests/test_tflite.py checks every tensor of every step); tflite-runtime 2.14's int8
+# FULLY_CONNECTED and MUL requantise with another rounding (one grid step off, the op alone on identical
+# inputs), and through the recurrence those steps compound (BasicMotions logits 0.1-2.6 off). So LiteRT is
+# held to the reference exactly and tflite-runtime to the general bound; where that cannot hold, `--target
+# both` is refused
 EXACT_BOUND = 1e-3  # x the output range: far below one int8 output step (1/255 of its range)
 
 

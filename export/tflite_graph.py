@@ -248,6 +248,59 @@ def hybrid_quantize_rows(x: np.ndarray, asymmetric: bool):
     return np.where(same, 0.0, q), scale.astype(np.float32).astype(np.float64), zp
 
 
+# ----------------------------------------------------------------------------
+# a8w8 ops as LiteRT computes them: its default XNNPACK delegate's qs8 kernels, integer by integer. A float
+# product of dequantised values rounded once (fake quantisation) lands one grid step off near halves
+# (float32 f*c = -17.5 where the integers give -17.4999995), and through an LSTM cell state that step is
+# 0.4 % of the output range (benchmarks/tflite_static_probe.py measured it op by op)
+
+INT8_KERNELS = ("QUANTIZE", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "TANH", "LOGISTIC")
+F = np.float32
+
+
+def _ints(v: np.ndarray, t: Tensor) -> np.ndarray:
+    """Grid value (dequantised float) -> integer minus zero point, as int64."""
+    return np.round(v.astype(np.float64) / float(t.scale[0])).astype(np.int64)
+
+
+def _requantise(acc_f32: np.ndarray, t: Tensor) -> np.ndarray:
+    """fp32 requantisation: round to nearest even (cvtps2dq / fcvtns), add the zero point, saturate."""
+    z = int(t.zero_point[0])
+    q = np.clip(np.rint(acc_f32.astype(F)) + z, *QRANGE[I8])
+    return ((q - z) * F(t.scale[0])).astype(F)
+
+
+def int8_op(g: Graph, op: Op, a: list) -> list[np.ndarray]:
+    """One a8w8 op on grid values a (per input; None for constants and omitted inputs) -> outputs."""
+    out = g.tensors[op.outputs[0]]
+    ins = [g.tensors[i] if i >= 0 else None for i in op.inputs]
+    so, k = F(out.scale[0]), op.kind
+    if k == "QUANTIZE":  # f32 -> qs8: x * (1 / scale)
+        return [_requantise(a[0].astype(F) * (F(1) / so), out)]
+    if k == "FULLY_CONNECTED":  # qc8w GEMM: exact int32 sums, one float scale per output channel
+        acc = _ints(a[0], ins[0]) @ ins[1].data.astype(np.int64).T
+        if op.inputs[2] >= 0:
+            acc = acc + ins[2].data.astype(np.int64)[None]
+        scale = (F(ins[0].scale[0]) * ins[1].scale.astype(F) / so).astype(F)
+        return [_requantise(acc.astype(F) * scale[None], out)]
+    if k == "MUL":  # product of integers times (s_a * s_b / s_out) in float32
+        scale = F(F(F(ins[0].scale[0]) * F(ins[1].scale[0])) / so)
+        return [_requantise((_ints(a[0], ins[0]) * _ints(a[1], ins[1])).astype(F) * scale, out)]
+    if k in ("ADD", "SUB"):  # fixed point: 21-bit multipliers, one rounding shift (ties up)
+        sa, sb = F(F(ins[0].scale[0]) / so), F(F(ins[1].scale[0]) / so)
+        shift = 20 - (int(np.frexp(max(sa, sb))[1]) - 1)
+        ma, mb = (int(np.rint(F(np.ldexp(s, shift)))) for s in (sa, sb))
+        mb = -mb if k == "SUB" else mb
+        acc = ma * _ints(a[0], ins[0]) + mb * _ints(a[1], ins[1]) + (1 << (shift - 1))
+        z = int(out.zero_point[0])
+        q = np.clip((acc >> shift) + z, *QRANGE[I8])
+        return [((q - z) * so).astype(F)]
+    # TANH / LOGISTIC: a 256-entry table of the float function on the input grid
+    x = _ints(a[0], ins[0]).astype(F) * F(ins[0].scale[0])
+    y = np.tanh(x) if k == "TANH" else F(1) / (F(1) + np.exp(-x))
+    return [_requantise(y.astype(F) / so, out)]
+
+
 class Evaluator:
     """Runs a Graph on a batch in numpy. observe=True records the min/max of every activation tensor."""
 
@@ -262,6 +315,11 @@ class Evaluator:
         """Compute op's outputs into v (tensor index -> (B, N) float32 value)."""
         g, k = self.g, op.kind
         a = [v.get(i) if i >= 0 else None for i in op.inputs]
+        if k in INT8_KERNELS and g.tensors[op.outputs[0]].dtype == I8:
+            relu = op.opts.get("act") == "RELU"  # a fused RELU clamps at the zero point
+            for i, r in zip(op.outputs, int8_op(g, op, a)):
+                v[i] = np.maximum(r, 0.0) if relu else r
+            return
         if k == "FULLY_CONNECTED":
             x, W, b = a
             wt = g.tensors[op.inputs[1]]

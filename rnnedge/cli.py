@@ -176,7 +176,7 @@ def add_qat_options(p):
     )
     g.add_argument("--qat-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)")
     g.add_argument(
-        "--qat-lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
+        "--qat-lr", type=float, default=3e-4, help="fine-tuning learning rate (default: %(default)s)"
     )
 
 

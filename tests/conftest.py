@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -54,3 +57,76 @@ def make_bundle(
 @pytest.fixture
 def bundle_factory(tmp_path):
     return lambda **kw: make_bundle(tmp_path, **kw)
+
+
+# ----------------------------------------------------------------------------
+# trained runs shared by the test modules that only need *a* real run (one training per session)
+
+RNNEDGE = [sys.executable, "-m", "rnnedge"]
+
+
+def run_cli(*args, timeout=600) -> str:
+    """`rnnedge ARGS` as a subprocess; fails the test with its output unless it exits 0. -> stdout+stderr"""
+    r = subprocess.run([*RNNEDGE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"rnnedge {' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def export_run(run, scheme: str, out, formats=("native",), **options):
+    """`rnnedge export RUN -q SCHEME -f FORMATS -o OUT` in process (the CLI's own path, no torch start-up)."""
+    from rnnedge.export.exporter import job_from_run
+
+    return export(job_from_run(run, scheme, options=options), list(formats), out, log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
+def short_motions(tmp_path_factory):
+    """Real data, kept small: BasicMotions, 5 sequences per class, cut to their first 30 steps, as a user
+    .npz file."""
+    from rnnedge.train.data import load_dataset
+
+    ds = load_dataset("basic_motions")
+    tr = np.concatenate([np.flatnonzero(ds.train.y == c)[:5] for c in range(4)])
+    te = np.concatenate([np.flatnonzero(ds.test.y == c)[:5] for c in range(4)])
+    path = tmp_path_factory.mktemp("data") / "motions30.npz"
+    np.savez(
+        path,
+        X=ds.train.X[tr, :30],
+        y=ds.train.y[tr],
+        X_test=ds.test.X[te, :30],
+        y_test=ds.test.y[te],
+        labels=np.array(ds.labels),
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_motions_run(short_motions, tmp_path_factory):
+    """A float run on short_motions through the CLI (LSTM 1x8, 4 epochs). Tests may add bundles and reports
+    inside it; none may change its checkpoint."""
+    out = tmp_path_factory.mktemp("runs") / "float"
+    run_cli(
+        "train",
+        "--data",
+        short_motions,
+        "--hidden",
+        8,
+        "--epochs",
+        4,
+        "--threads",
+        1,
+        "--no-progress",
+        "-o",
+        out,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def airline_run(tmp_path_factory):
+    """The default airline recipe (what the README trains), in process; returns (run folder, metrics)."""
+    from rnnedge.train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "airline"
+    _, metrics = train(TrainConfig(data="airline", threads=1), out, progress=False, log=lambda *a: None)
+    return out, metrics

@@ -16,6 +16,8 @@ from rnnedge.train.data import load_dataset
 from rnnedge.train.model import ModelConfig, RecurrentModel
 from rnnedge.train.qat import QatModel
 
+from .conftest import export_run, run_cli
+
 pytest.importorskip("ai_edge_litert")
 
 CLI = [sys.executable, "-m", "rnnedge"]
@@ -25,25 +27,6 @@ COMBOS = [
     ("int8-static", "native"),
     ("int8-static", "tflite"),
 ]
-
-
-@pytest.fixture(scope="module")
-def short_motions(tmp_path_factory):
-    """Real data, kept small: BasicMotions, 5 sequences per class, cut to their first 30 steps, as a user
-    .npz file."""
-    ds = load_dataset("basic_motions")
-    tr = np.concatenate([np.flatnonzero(ds.train.y == c)[:5] for c in range(4)])
-    te = np.concatenate([np.flatnonzero(ds.test.y == c)[:5] for c in range(4)])
-    path = tmp_path_factory.mktemp("data") / "motions30.npz"
-    np.savez(
-        path,
-        X=ds.train.X[tr, :30],
-        y=ds.train.y[tr],
-        X_test=ds.test.X[te, :30],
-        y_test=ds.test.y[te],
-        labels=np.array(ds.labels),
-    )
-    return path
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
@@ -69,46 +52,18 @@ def test_simulation_is_the_exporters_reference(short_motions, cell):
         assert err.max() <= 0.02 * span, (scheme, target, err.max(), span)
 
 
-def run_cli(*args, timeout=300):
-    r = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
-
-
-@pytest.fixture(scope="module")
-def float_run(short_motions, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "float"
-    run_cli(
-        "train",
-        "--data",
-        short_motions,
-        "--hidden",
-        8,
-        "--epochs",
-        4,
-        "--threads",
-        1,
-        "--no-progress",
-        "-o",
-        out,
-    )
-    return out
-
-
 @pytest.mark.parametrize("target,backend", [("tflite", "litert"), ("native", "native")])
-def test_exported_accuracy_is_what_qat_reported(float_run, tmp_path, target, backend):
+def test_exported_accuracy_is_what_qat_reported(short_motions_run, tmp_path, target, backend):
     qat_run = tmp_path / "qat"
     log = run_cli(
-        "train", "--qat", "int8-static", "--qat-target", target, "--from", float_run, "--qat-epochs", 1,
-        "--threads", 1, "--no-progress", "-o", qat_run,
+        "train", "--qat", "int8-static", "--qat-target", target, "--from", short_motions_run,
+        "--qat-epochs", 1, "--threads", 1, "--no-progress", "-o", qat_run,
     )  # fmt: skip
     metrics = json.loads((qat_run / "metrics.json").read_text())
     qat = metrics["qat"]
     assert qat["scheme"] == "int8-static" and qat["target"] == target and "test accuracy" in log
     assert metrics["test"]["accuracy"] == qat["test_reference"]
-    bundle = tmp_path / "bundle"
-    fmt = "tflite" if target == "tflite" else "native"
-    run_cli("export", qat_run, "-q", "int8-static", "-f", fmt, "--target", "litert", "-o", bundle)
+    bundle = export_run(qat_run, "int8-static", tmp_path / "bundle", [target], tflite_target="litert")
     parity = json.loads((bundle / "manifest.json").read_text())["parity"][backend]
     assert parity["ok"] and parity["sequences"] == 20
     assert parity["accuracy"] == qat["test_reference"]  # the same 20 decisions, not "close"
